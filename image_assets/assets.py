@@ -1,0 +1,108 @@
+"""One Dagster asset per catalog image; materializing a built layer runs packer via build.py."""
+
+import json
+
+import dagster as dg
+
+from image_assets import build as buildmod
+from image_assets import cloud as cloudmod
+from image_assets.catalog import Catalog, CatalogError
+from image_assets.packer import PackerCli, PackerError
+
+GIT_REFS_TAG = "image-assets/git-refs"  # run tag: {repo: "tag@commit"} pinned by the git sensor
+# Failures that a retry of the same step can cure; anything else fails at once.
+TRANSIENT_MARKERS = ("RequestLimitExceeded", "Throttling", "ResourceNotReady", "connection reset",
+                     "Connection reset", "timeout", "Timeout", "ServiceUnavailable", "InternalError")
+RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def cloud_kind(target: str) -> str:
+    return "docker" if target == "local" else "aws"
+
+
+def latest_metadata(instance: dg.DagsterInstance, name: str) -> dict | None:
+    event = instance.get_latest_materialization_event(dg.AssetKey([name]))
+    if event is None or event.asset_materialization is None:
+        return None
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def pinned_refs(context: dg.AssetExecutionContext) -> dict[str, str]:
+    raw = context.run.tags.get(GIT_REFS_TAG)
+    return json.loads(raw) if raw else {}
+
+
+def _fail(message: str, transient: bool = False) -> dg.Failure:
+    return dg.Failure(description=message, allow_retries=transient)
+
+
+def resolve_parent(context: dg.AssetExecutionContext, catalog: Catalog, name: str) -> buildmod.Parent:
+    """The parent's current image: its latest materialization, or a vendor lookup if never pinned."""
+    parent = catalog.images[name].parent
+    meta = latest_metadata(context.instance, parent)
+    if meta and meta.get("image_id"):
+        return buildmod.Parent(meta["image_id"], meta.get("root_image_id") or meta["image_id"])
+    if catalog.images[parent].vendor:
+        image = lookup_vendor(catalog, parent)
+        return buildmod.Parent(image["ImageId"], image["ImageId"])
+    raise _fail(f"image {name!r}: parent asset {parent!r} has never been materialized; "
+                f"build it first: dagster asset materialize -m definitions --select '{parent}*'")
+
+
+def lookup_vendor(catalog: Catalog, name: str) -> dict:
+    query = catalog.images[name].vendor
+    return cloudmod.Cloud(catalog.target, catalog.defaults.region).newest_vendor_image(query.owners, query.name)
+
+
+def _description(catalog: Catalog, name: str) -> str:
+    image = catalog.images[name]
+    if image.description:
+        return image.description
+    if image.vendor:
+        return f"Vendor image: newest of owners {image.vendor.owners} named {image.vendor.name!r} (looked up, not built)"
+    return f"{image.layer.value} image built by packer from {image.template} on {image.parent}"
+
+
+def vendor_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
+    @dg.asset(name=name, group_name="vendor", kinds={cloud_kind(catalog.target)},
+              description=_description(catalog, name), retry_policy=RETRY_POLICY)
+    def _vendor(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        try:
+            image = lookup_vendor(catalog, name)
+        except cloudmod.CloudError as exc:
+            raise _fail(str(exc), transient="cannot reach" in str(exc)) from None
+        context.log.info(f"{name}: newest vendor image is {image['ImageId']} ({image.get('Name')})")
+        return dg.MaterializeResult(
+            metadata={"image_id": image["ImageId"], "region": catalog.defaults.region,
+                      "root_image_id": image["ImageId"], "vendor_name": image.get("Name", ""),
+                      "creation_date": image.get("CreationDate", "")},
+            data_version=dg.DataVersion(image["ImageId"]),
+        )
+
+    return _vendor
+
+
+def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
+    image = catalog.images[name]
+
+    @dg.asset(name=name, deps=[image.parent], group_name=image.layer.value,
+              kinds={"packer", cloud_kind(catalog.target)}, description=_description(catalog, name),
+              pool="packer", retry_policy=RETRY_POLICY)
+    def _built(context: dg.AssetExecutionContext, packer: PackerCli) -> dg.MaterializeResult:
+        parent = resolve_parent(context, catalog, name)
+        try:
+            built = buildmod.build_image(catalog, name, parent, context.run_id, packer,
+                                         pinned_refs=pinned_refs(context), log=context.log.info)
+        except cloudmod.CloudError as exc:
+            raise _fail(f"image {name!r}: {exc}", transient="cannot reach" in str(exc)) from None
+        except (buildmod.BuildError, CatalogError) as exc:
+            raise _fail(str(exc)) from None
+        except PackerError as exc:
+            raise _fail(f"image {name!r}: {exc}", transient=any(m in str(exc) for m in TRANSIENT_MARKERS)) from None
+        return dg.MaterializeResult(metadata=built.metadata(), data_version=dg.DataVersion(built.image_id))
+
+    return _built
+
+
+def image_assets(catalog: Catalog) -> list[dg.AssetsDefinition]:
+    return [vendor_asset(catalog, n) if img.vendor else built_asset(catalog, n) for n, img in catalog.images.items()]

@@ -1,0 +1,300 @@
+"""The image catalog (images.yaml): pydantic models, loading and cross-field validation.
+
+Every error is a CatalogError whose message names the file, the image (or repo) and the field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from image_assets import templates
+
+DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "images.yaml"
+LAYER_RANK = {"vendor": 0, "global": 1, "product": 2, "service": 3}
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_REPO_TEMPLATE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*):(.+)$")
+_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
+_GLOB = re.compile(r"^[A-Za-z0-9._/*?\[\]!+-]{1,128}$")
+# git transports that run commands or read arbitrary fds; refused outright.
+_BAD_URL = re.compile(r"(^-)|(^[A-Za-z0-9+.-]+::)|(\s)|(--upload-pack|--receive-pack|-u\S)")
+
+
+class CatalogError(ValueError):
+    pass
+
+
+class Layer(str, Enum):
+    vendor = "vendor"
+    global_ = "global"
+    product = "product"
+    service = "service"
+
+
+def parse_duration(text: str) -> timedelta:
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30s, 12h, 1d, 2w")
+    return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Defaults(_Model):
+    target: Literal["sandbox", "aws", "local"] = "sandbox"
+    region: str = "us-east-1"
+    git_sensor_interval_seconds: int = Field(30, ge=5)
+    vendor_sensor_interval_seconds: int = Field(300, ge=5)
+    git_timeout_seconds: float = Field(20, gt=0)
+
+
+class Repo(_Model):
+    url: str
+    tags: str = "v*"
+
+    @field_validator("url")
+    @classmethod
+    def _safe_url(cls, url: str) -> str:
+        if not url or _BAD_URL.search(url):
+            raise ValueError(f"{url!r} is not an accepted git URL (option-like or command transport)")
+        return url
+
+    @field_validator("tags")
+    @classmethod
+    def _glob(cls, glob: str) -> str:
+        if not _GLOB.match(glob) or glob.count("[") != glob.count("]") or glob.startswith("-"):
+            raise ValueError(f"{glob!r} is not a valid tag glob")
+        return glob
+
+
+class VendorQuery(_Model):
+    owners: list[str] = Field(min_length=1)
+    name: str = Field(min_length=1)
+
+
+class Retention(_Model):
+    keep: int = Field(3, ge=1)
+    min_age: str = "1d"
+
+    @field_validator("min_age")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def min_age_delta(self) -> timedelta:
+        return parse_duration(self.min_age)
+
+
+class Secret(_Model):
+    """A template variable whose value comes from the environment at build time, never the catalog."""
+
+    env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Image(_Model):
+    layer: Layer
+    parent: str | None = None
+    template: str | None = None
+    repos: list[str] = []
+    variables: dict[str, Any] = {}
+    secrets: dict[str, Secret] = {}
+    vendor: VendorQuery | None = None
+    retention: Retention = Retention()
+    description: str | None = None
+
+
+class Catalog(_Model):
+    path: Path
+    defaults: Defaults = Defaults()
+    repos: dict[str, Repo] = {}
+    images: dict[str, Image]
+
+    @property
+    def root_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def target(self) -> str:
+        return os.environ.get("IMAGE_ASSETS_TARGET") or self.defaults.target
+
+    def template_ref(self, name: str) -> tuple[str | None, str]:
+        """(repo or None, path) of an image's template."""
+        template = self.images[name].template or ""
+        match = _REPO_TEMPLATE.match(template)
+        if match and match.group(1) in self.repos:
+            return match.group(1), match.group(2)
+        return None, template
+
+    def template_dir(self, name: str) -> Path | None:
+        """Local template directory; None for a template that lives in a git repo."""
+        repo, path = self.template_ref(name)
+        return None if repo else (self.root_dir / path).resolve()
+
+    def input_repos(self, name: str) -> list[str]:
+        """Repos whose tags rebuild this image: its `repos` plus its template's repo."""
+        repo, _ = self.template_ref(name)
+        names = list(self.images[name].repos)
+        if repo and repo not in names:
+            names.append(repo)
+        return names
+
+    def chain(self, name: str) -> list[str]:
+        """The image and its ancestors, the vendor root last."""
+        out = [name]
+        while self.images[out[-1]].parent:
+            out.append(self.images[out[-1]].parent)
+        return out
+
+    def children(self, name: str) -> list[str]:
+        return [n for n, img in self.images.items() if img.parent == name]
+
+    def descendants(self, name: str) -> list[str]:
+        out: list[str] = []
+        for child in self.children(name):
+            out += [child] + self.descendants(child)
+        return out
+
+    def users_of_repo(self, repo: str) -> list[str]:
+        return [n for n in self.images if repo in self.input_repos(n)]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys; a duplicate image name must be an error instead."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise CatalogError(
+                    f"line {key_node.start_mark.line + 1}: duplicate name {key!r} "
+                    f"(first defined on line {seen[key] + 1})"
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _where(loc: tuple) -> str:
+    parts = [str(p) for p in loc]
+    if len(parts) >= 2 and parts[0] == "images":
+        field = ".".join(parts[2:]) or "(image)"
+        return f"image {parts[1]!r}, field {field!r}"
+    if len(parts) >= 2 and parts[0] == "repos":
+        field = ".".join(parts[2:]) or "(repo)"
+        return f"repo {parts[1]!r}, field {field!r}"
+    return f"field {'.'.join(parts)!r}"
+
+
+def catalog_path(path: str | os.PathLike | None = None) -> Path:
+    return Path(path or os.environ.get("IMAGE_ASSETS_CATALOG") or DEFAULT_CATALOG).resolve()
+
+
+def load_catalog(path: str | os.PathLike | None = None) -> Catalog:
+    path = catalog_path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read catalog: {exc.strerror}") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+    except CatalogError as exc:
+        raise CatalogError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise CatalogError(f"{path}: {line}YAML syntax error: {problem}") from None
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{path}: the catalog must be a mapping with 'images'")
+    try:
+        catalog = Catalog.model_validate({**raw, "path": path})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        msg = err["msg"].removeprefix("Value error, ")
+        raise CatalogError(f"{path}: {_where(err['loc'])}: {msg}{more}") from None
+    _check_graph(catalog)
+    return catalog
+
+
+def _check_graph(catalog: Catalog) -> None:
+    def fail(image: str, field: str, msg: str):
+        raise CatalogError(f"{catalog.path}: image {image!r}, field {field!r}: {msg}")
+
+    if not catalog.images:
+        raise CatalogError(f"{catalog.path}: field 'images': the catalog defines no images")
+    for name, img in catalog.images.items():
+        if not re.match(_NAME, name):
+            fail(name, "(name)", "image names are lower-case letters, digits and '-' (an asset key and AMI name)")
+        if img.layer is Layer.vendor:
+            if img.template:
+                fail(name, "template", "a vendor image is looked up, not built: remove its template")
+            if img.parent:
+                fail(name, "parent", "a vendor image has no parent")
+            if not img.vendor:
+                fail(name, "vendor", "a vendor image needs a vendor query (owners, name)")
+            continue
+        if img.vendor:
+            fail(name, "vendor", f"only vendor images have a vendor query (layer is {img.layer.value})")
+        if not img.parent:
+            fail(name, "parent", f"a {img.layer.value} image needs a parent")
+        if img.parent not in catalog.images:
+            fail(name, "parent", f"unknown parent {img.parent!r}")
+        if not img.template:
+            fail(name, "template", f"a {img.layer.value} image needs a template")
+        for repo in img.repos:
+            if repo not in catalog.repos:
+                fail(name, "repos", f"unknown repo {repo!r} (known: {', '.join(catalog.repos) or 'none'})")
+        match = _REPO_TEMPLATE.match(img.template)
+        if match and not (catalog.root_dir / img.template).exists() and match.group(1) not in catalog.repos:
+            fail(name, "template", f"unknown repo {match.group(1)!r} in {img.template!r}")
+    for name in catalog.images:
+        seen = [name]
+        parent = catalog.images[name].parent
+        while parent:
+            if parent in seen:
+                fail(name, "parent", "cycle: " + " -> ".join(seen + [parent]))
+            seen.append(parent)
+            parent = catalog.images[parent].parent
+    for name, img in catalog.images.items():
+        if img.parent and LAYER_RANK[img.layer.value] <= LAYER_RANK[catalog.images[img.parent].layer.value]:
+            fail(name, "layer", f"a {img.layer.value} image cannot sit on {img.parent!r} "
+                                f"({catalog.images[img.parent].layer.value}): layers go vendor > global > product > service")
+    for name, img in catalog.images.items():
+        template_dir = catalog.template_dir(name)
+        if template_dir is None or img.layer is Layer.vendor:
+            continue  # a repo template is read after checkout, at build time
+        if not template_dir.is_dir() or not list(template_dir.glob("*.pkr.hcl")):
+            fail(name, "template", f"template directory {template_dir} does not exist or holds no *.pkr.hcl")
+        check_variables(catalog.path, name, img, template_dir)
+    used = {repo for name in catalog.images for repo in catalog.input_repos(name)}
+    for repo in catalog.repos:
+        if repo not in used:
+            raise CatalogError(f"{catalog.path}: repo {repo!r}, field 'repos': no image uses this repo")
+
+
+def check_variables(path: Path, name: str, img: Image, template_dir: Path) -> None:
+    """Catalog variables must be declared by the template: a load-time error, not a packer failure."""
+    try:
+        declared = templates.declared_variables(template_dir)
+    except templates.TemplateError as exc:
+        raise CatalogError(f"{path}: image {name!r}, field 'template': {exc}") from None
+    for field, keys in (("variables", img.variables), ("secrets", img.secrets)):
+        for var in keys:
+            if var not in declared:
+                raise CatalogError(
+                    f"{path}: image {name!r}, field '{field}.{var}': "
+                    f"template {template_dir} declares no variable {var!r}"
+                )

@@ -1,0 +1,119 @@
+"""EC2 access for the sandbox and aws targets: image lookups, verification, tags, deletion."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from image_assets import sandbox
+
+MANAGED_BY = "image-assets"
+
+
+class CloudError(RuntimeError):
+    pass
+
+
+def tags_of(resource: dict) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+
+
+@dataclass
+class Cloud:
+    target: str
+    region: str
+
+    def __post_init__(self):
+        if self.target not in ("sandbox", "aws"):
+            raise CloudError(f"target {self.target!r} has no EC2 API (use sandbox or aws)")
+        self.endpoint = sandbox.ensure_running() if self.target == "sandbox" else None
+        kwargs = {"region_name": self.region, "config": Config(retries={"mode": "standard", "max_attempts": 5})}
+        if self.endpoint:
+            kwargs.update(
+                endpoint_url=self.endpoint,
+                aws_access_key_id=sandbox.CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=sandbox.CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            )
+        self.ec2 = boto3.client("ec2", **kwargs)
+
+    @property
+    def where(self) -> str:
+        return f"{self.target} ({self.endpoint or 'aws ' + self.region})"
+
+    def packer_env(self) -> dict[str, str]:
+        """Environment for packer: sandbox credentials, or the caller's own AWS chain."""
+        env = {k: v for k, v in os.environ.items() if not (self.endpoint and k.startswith("AWS_"))}
+        if self.endpoint:
+            env.update(sandbox.CREDENTIALS)
+            env["AWS_POLL_DELAY_SECONDS"] = "1"  # the emulator is instant; AWS's 15 s waiter delay is not
+        return env
+
+    def _call(self, op: str, **kwargs):
+        try:
+            return getattr(self.ec2, op)(**kwargs)
+        except botocore.exceptions.EndpointConnectionError:
+            raise CloudError(f"cannot reach the {self.where} EC2 endpoint") from None
+
+    def _images(self, **kwargs) -> list[dict]:
+        try:
+            pages = self.ec2.get_paginator("describe_images").paginate(**kwargs)
+            return [img for page in pages for img in page["Images"]]
+        except botocore.exceptions.EndpointConnectionError:
+            raise CloudError(f"cannot reach the {self.where} EC2 endpoint") from None
+
+    def check_reachable(self) -> None:
+        self._call("describe_regions")
+
+    def newest_vendor_image(self, owners: list[str], name: str) -> dict:
+        """Newest by CreationDate, then by name, so an unchanged account always gives the same id."""
+        images = self._images(Owners=owners, Filters=[{"Name": "name", "Values": [name]}, {"Name": "state", "Values": ["available"]}])
+        if not images:
+            raise CloudError(f"no image in {self.where} matches owners={owners} name={name!r}")
+        return max(images, key=lambda i: (i.get("CreationDate", ""), i.get("Name", "")))
+
+    def get_image(self, image_id: str) -> dict | None:
+        try:
+            found = self._images(ImageIds=[image_id])
+        except botocore.exceptions.ClientError as exc:
+            if "NotFound" in exc.response["Error"]["Code"] or "Malformed" in exc.response["Error"]["Code"]:
+                return None
+            raise
+        return found[0] if found else None
+
+    def managed_images(self, **tag_filters: str) -> list[dict]:
+        filters = [{"Name": "tag:ManagedBy", "Values": [MANAGED_BY]}]
+        filters += [{"Name": f"tag:{k}", "Values": [v]} for k, v in tag_filters.items()]
+        return self._images(Owners=["self"], Filters=filters)
+
+    def find_reusable(self, **tag_filters: str) -> dict | None:
+        """An available, unrevoked managed image with these tags (newest first)."""
+        candidates = [
+            img for img in self.managed_images(**tag_filters)
+            if img.get("State") == "available" and "Revoked" not in tags_of(img)
+        ]
+        return max(candidates, key=lambda i: i.get("CreationDate", ""), default=None)
+
+    def tag(self, resource_id: str, tags: dict[str, str]) -> None:
+        self._call("create_tags", Resources=[resource_id], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+
+    def deregister(self, image: dict) -> list[str]:
+        """Deregister an image and delete its snapshots; returns the snapshot ids deleted."""
+        self._call("deregister_image", ImageId=image["ImageId"])
+        snaps = [bdm["Ebs"]["SnapshotId"] for bdm in image.get("BlockDeviceMappings", []) if bdm.get("Ebs", {}).get("SnapshotId")]
+        for snap in snaps:
+            self._call("delete_snapshot", SnapshotId=snap)
+        return snaps
+
+
+def require_available(cloud: Cloud, image_id: str, role: str) -> dict:
+    """The image, verified to exist, be available and not be revoked."""
+    image = cloud.get_image(image_id)
+    if image is None:
+        raise CloudError(f"{role} image {image_id} does not exist in {cloud.where}")
+    if image.get("State") != "available":
+        raise CloudError(f"{role} image {image_id} is {image.get('State')!r}, not available, in {cloud.where}")
+    return image
