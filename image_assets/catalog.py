@@ -25,7 +25,7 @@ _REPO_TEMPLATE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*):(.+)$")
 _NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 _GLOB = re.compile(r"^[A-Za-z0-9._/*?\[\]!+-]{1,128}$")
 # git transports that run commands or read arbitrary fds; refused outright.
-_BAD_URL = re.compile(r"(^-)|(^[A-Za-z0-9+.-]+::)|(\s)|(--upload-pack|--receive-pack|-u\S)")
+_BAD_URL = re.compile(r"(^-)|(^[A-Za-z0-9+.-]+::)|([\s\x00-\x1f])|(://-)|(--upload-pack|--receive-pack|--config)")
 
 
 class CatalogError(ValueError):
@@ -218,6 +218,7 @@ def load_catalog(path: str | os.PathLike | None = None) -> Catalog:
         raise CatalogError(f"{path}: {line}YAML syntax error: {problem}") from None
     if not isinstance(raw, dict):
         raise CatalogError(f"{path}: the catalog must be a mapping with 'images'")
+    _resolve_repo_paths(raw, path.parent)
     try:
         catalog = Catalog.model_validate({**raw, "path": path})
     except ValidationError as exc:
@@ -227,6 +228,18 @@ def load_catalog(path: str | os.PathLike | None = None) -> Catalog:
         raise CatalogError(f"{path}: {_where(err['loc'])}: {msg}{more}") from None
     _check_graph(catalog)
     return catalog
+
+
+def _resolve_repo_paths(raw: dict, base: Path) -> None:
+    """A relative local repo path is relative to the catalog file, like template paths."""
+    repos = raw.get("repos")
+    if not isinstance(repos, dict):
+        return
+    for spec in repos.values():
+        url = spec.get("url") if isinstance(spec, dict) else None
+        if isinstance(url, str) and url and not url.startswith(("/", "-")) and not re.match(r"^[\w.+@-]+:", url) \
+                and not _BAD_URL.search(url):
+            spec["url"] = str((base / url).resolve())
 
 
 def _check_graph(catalog: Catalog) -> None:

@@ -47,7 +47,9 @@ class Cloud:
     def packer_env(self) -> dict[str, str]:
         """Environment for packer: sandbox credentials, or the caller's own AWS chain."""
         env = {k: v for k, v in os.environ.items() if not (self.endpoint and k.startswith("AWS_"))}
+        env["CHECKPOINT_DISABLE"] = "1"  # no update check calls from build machines
         if self.endpoint:
+            env["NO_PROXY"] = ",".join(filter(None, [env.get("NO_PROXY"), "127.0.0.1", "localhost"]))
             env.update(sandbox.CREDENTIALS)
             env["AWS_POLL_DELAY_SECONDS"] = "1"  # the emulator is instant; AWS's 15 s waiter delay is not
         return env

@@ -1,0 +1,78 @@
+"""Local git repositories the demo catalog builds from, so it runs offline as it stands.
+
+ansible-roles holds this project's packer/ansible tree; service-urllib3 a small service. Each gets
+a bare repository under .demo/git with an initial v1.0.0 tag, as an image repo's CI would push.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+SERVICE_FILES = {
+    "requirements.txt": "urllib3>=2,<3\n",
+    "service.py": (
+        '"""Demo service: fetches a URL with urllib3 instead of urllib."""\n'
+        "import sys\n\nimport urllib3\n\n\n"
+        "def main(url: str) -> int:\n"
+        "    response = urllib3.PoolManager().request('GET', url, timeout=5.0)\n"
+        "    print(response.status)\n"
+        "    return 0 if response.status < 400 else 1\n\n\n"
+        "if __name__ == '__main__':\n    sys.exit(main(sys.argv[1]))\n"
+    ),
+}
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    env_args = ["-c", "user.name=image-assets demo", "-c", "user.email=demo@image-assets.invalid",
+                "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false"]
+    done = subprocess.run(["git", *env_args, *args], cwd=cwd, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def make_repo(bare: Path, files: dict[str, str | Path], tag: str = "v1.0.0") -> str:
+    """A bare repo at `bare` whose main branch holds `files` (text or a directory to copy), tagged."""
+    bare.parent.mkdir(parents=True, exist_ok=True)
+    git("init", "-q", "--bare", str(bare))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "work"
+        git("clone", "-q", str(bare), str(work))
+        for rel, content in files.items():
+            dest = work / rel
+            if isinstance(content, Path):
+                shutil.copytree(content, dest, dirs_exist_ok=True)
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_text(content)
+        git("add", "-A", cwd=work)
+        git("commit", "-q", "-m", "Initial content", cwd=work)
+        git("tag", "-a", tag, "-m", f"Release {tag}", cwd=work)
+        git("push", "-q", "origin", "HEAD:refs/heads/main", f"refs/tags/{tag}", cwd=work)
+        return git("rev-parse", "HEAD", cwd=work)
+
+
+def create_demo_repos(root: Path = PROJECT, force: bool = False) -> dict[str, Path]:
+    """Create the demo repositories under root/.demo/git unless they exist; returns name -> path."""
+    base = root / ".demo" / "git"
+    repos = {
+        "ansible-roles": {".": PROJECT / "packer" / "ansible"},  # playbooks and roles at the top
+        "service-urllib3": SERVICE_FILES,
+    }
+    out = {}
+    for name, files in repos.items():
+        bare = base / f"{name}.git"
+        if force and bare.exists():
+            shutil.rmtree(bare)
+        if not bare.exists():
+            make_repo(bare, files)
+        out[name] = bare
+    return out
+
+
+if __name__ == "__main__":
+    for repo, path in create_demo_repos(force="--force" in sys.argv).items():
+        print(f"{repo}: {path}")

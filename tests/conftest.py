@@ -1,0 +1,88 @@
+"""Shared fixtures: one real sandbox per test session, demo catalogs in temp dirs, real instances."""
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from image_assets import cloud as cloudmod
+from image_assets import demo, sandbox
+from image_assets.catalog import load_catalog
+from image_assets.assets import image_assets
+from image_assets.packer import PackerCli
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sandbox_session(tmp_path_factory):
+    """The whole suite talks to its own sandbox on a free port, never the user's on 5055."""
+    state = tmp_path_factory.mktemp("state")
+    saved = {k: os.environ.get(k) for k in ("IMAGE_ASSETS_SANDBOX_PORT", "IMAGE_ASSETS_STATE_DIR", "IMAGE_ASSETS_TARGET")}
+    os.environ["IMAGE_ASSETS_SANDBOX_PORT"] = str(free_port())
+    os.environ["IMAGE_ASSETS_STATE_DIR"] = str(state)
+    os.environ.pop("IMAGE_ASSETS_TARGET", None)
+    yield sandbox.endpoint()
+    sandbox.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def cloud(sandbox_session):
+    return cloudmod.Cloud("sandbox", "us-east-1")
+
+
+@pytest.fixture
+def work_dir(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    monkeypatch.setenv("IMAGE_ASSETS_WORK_DIR", str(work))
+    return work
+
+
+def write_demo_catalog(dest: Path, edit=None) -> Path:
+    """The demo catalog in `dest`, with its templates and repos copied there (each test owns them)."""
+    shutil.copytree(PROJECT / "packer", dest / "packer", dirs_exist_ok=True)
+    demo.create_demo_repos(dest)
+    doc = yaml.safe_load((PROJECT / "images.yaml").read_text())
+    if edit:
+        edit(doc)
+    path = dest / "images.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def demo_catalog(tmp_path, work_dir):
+    return load_catalog(write_demo_catalog(tmp_path / "project"))
+
+
+@pytest.fixture
+def instance(tmp_path):
+    (tmp_path / "dagster_home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as inst:
+        yield inst
+
+
+def materialize(catalog, instance, selection="*", tags=None, raise_on_error=True):
+    """Materialize a selection of the catalog's assets in process against a real instance."""
+    return dg.materialize(image_assets(catalog), selection=selection, instance=instance, tags=tags,
+                          resources={"packer": PackerCli()}, raise_on_error=raise_on_error)
+
+
+def latest(instance, name) -> dict:
+    event = instance.get_latest_materialization_event(dg.AssetKey([name]))
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
