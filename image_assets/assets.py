@@ -91,7 +91,7 @@ def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
     def _built(context: dg.AssetExecutionContext, packer: PackerCli) -> dg.MaterializeResult:
         parent = resolve_parent(context, catalog, name)
         try:
-            built = buildmod.build_image(catalog, name, parent, context.run_id, packer,
+            built = buildmod.build_image(catalog, name, parent, context.run.run_id, packer,
                                          pinned_refs=pinned_refs(context), log=context.log.info)
         except cloudmod.CloudError as exc:
             raise _fail(f"image {name!r}: {exc}", transient="cannot reach" in str(exc)) from None
