@@ -51,7 +51,7 @@ def resolve_parent(context: dg.AssetExecutionContext, catalog: Catalog, name: st
 
 def lookup_vendor(catalog: Catalog, name: str) -> dict:
     query = catalog.images[name].vendor
-    return cloudmod.Cloud(catalog.target, catalog.defaults.region).newest_vendor_image(query.owners, query.name)
+    return cloudmod.connect(catalog.target, catalog.defaults.region).newest_vendor_image(query.owners, query.name)
 
 
 def _description(catalog: Catalog, name: str) -> str:

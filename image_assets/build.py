@@ -120,7 +120,7 @@ def build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: p
     target, region = catalog.target, catalog.defaults.region
     if target not in SOURCES:
         raise BuildError(f"image {name!r}: unknown target {target!r}")
-    cloud = cloudmod.Cloud(target, region)
+    cloud = cloudmod.connect(target, region)
     cloud.check_reachable()  # a clear failure naming the endpoint, before anything else happens
 
     parent_image = cloudmod.require_available(cloud, parent.image_id, f"parent ({image.parent})")

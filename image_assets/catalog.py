@@ -282,7 +282,7 @@ def _check_graph(catalog: Catalog) -> None:
             seen.append(parent)
             parent = catalog.images[parent].parent
     for name, img in catalog.images.items():
-        if img.parent and LAYER_RANK[img.layer.value] <= LAYER_RANK[catalog.images[img.parent].layer.value]:
+        if img.parent and LAYER_RANK[img.layer.value] < LAYER_RANK[catalog.images[img.parent].layer.value]:
             fail(name, "layer", f"a {img.layer.value} image cannot sit on {img.parent!r} "
                                 f"({catalog.images[img.parent].layer.value}): layers go vendor > global > product > service")
     for name, img in catalog.images.items():

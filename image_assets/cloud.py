@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -109,6 +110,17 @@ class Cloud:
         for snap in snaps:
             self._call("delete_snapshot", SnapshotId=snap)
         return snaps
+
+
+@functools.lru_cache(maxsize=8)
+def cloud_for(target: str, region: str, endpoint: str | None = None) -> Cloud:
+    """One client per target, region and sandbox endpoint per process (creating one costs ~0.15 s)."""
+    return Cloud(target, region)
+
+
+def connect(target: str, region: str) -> Cloud:
+    """A cached client; for the sandbox, (re)started first if it is not running."""
+    return cloud_for(target, region, sandbox.ensure_running() if target == "sandbox" else None)
 
 
 def require_available(cloud: Cloud, image_id: str, role: str) -> dict:
