@@ -73,6 +73,29 @@ def create_demo_repos(root: Path = PROJECT, force: bool = False) -> dict[str, Pa
     return out
 
 
+def summary() -> None:
+    """One line per catalog image: its current image id, parent and inputs (DAGSTER_HOME's instance)."""
+    import dagster as dg
+
+    from image_assets.assets import latest_metadata
+    from image_assets.catalog import load_catalog
+
+    catalog = load_catalog()
+    with dg.DagsterInstance.get() as instance:
+        print(f"{'image':22} {'layer':8} {'image id':22} {'parent image':22} {'reused':6} inputs")
+        for name, image in catalog.images.items():
+            meta = latest_metadata(instance, name) or {}
+            refs = " ".join(f"{r}={ref.split('@')[0]}" for r, ref in (meta.get("git_refs") or {}).items())
+            print(f"{name:22} {image.layer.value:8} {meta.get('image_id', '-'):22} "
+                  f"{meta.get('parent_image_id', '-'):22} {str(meta.get('reused', '-')):6} {refs}")
+
+
 if __name__ == "__main__":
-    for repo, path in create_demo_repos(force="--force" in sys.argv).items():
-        print(f"{repo}: {path}")
+    command = sys.argv[1] if len(sys.argv) > 1 else "repos"
+    if command == "repos":
+        for repo, path in create_demo_repos(force="--force" in sys.argv).items():
+            print(f"demo repo {repo}: {path}")
+    elif command == "summary":
+        summary()
+    else:
+        sys.exit("usage: python -m image_assets.demo repos [--force] | summary")
