@@ -1,0 +1,72 @@
+build {
+  sources = ["source.amazon-ebs.aws", "source.amazon-ebs.sandbox", "source.docker.local"]
+
+  # Sandbox only: a content check, not provisioning. It verifies that this layer's playbook and
+  # scripts exist and are well-formed, and prints what the aws source would run.
+  provisioner "shell-local" {
+    only   = ["amazon-ebs.sandbox"]
+    script = "${local.packer_dir}/scripts/content-check.sh"
+    environment_vars = [
+      "PACKER_DIR=${local.packer_dir}",
+      "OS_FAMILY=linux",
+      "PLAYBOOK=${var.playbook}",
+      "SCRIPTS=${join(" ", var.scripts)}",
+      "HELPERS=run-ansible.sh finalize.sh",
+    ]
+  }
+
+  dynamic "provisioner" {
+    for_each = local.playbooks
+    labels   = ["file"]
+    content {
+      only        = ["amazon-ebs.aws", "docker.local"]
+      source      = "${local.packer_dir}/ansible"
+      destination = "/tmp"
+    }
+  }
+
+  dynamic "provisioner" {
+    for_each = local.playbooks
+    labels   = ["shell"]
+    content {
+      only             = ["amazon-ebs.aws", "docker.local"]
+      script           = "${local.scripts_dir}/run-ansible.sh"
+      environment_vars = concat(local.secret_env, ["PLAYBOOK=${provisioner.value}", "ANSIBLE_DIR=/tmp/ansible"])
+      use_env_var_file = true
+      execute_command  = local.execute_command
+    }
+  }
+
+  # One provisioner per script, in order (1.6.6 deletes the env var file after the first
+  # script of a `scripts` list).
+  dynamic "provisioner" {
+    for_each = var.scripts
+    labels   = ["shell"]
+    content {
+      only             = ["amazon-ebs.aws", "docker.local"]
+      script           = "${local.scripts_dir}/${provisioner.value}"
+      environment_vars = concat(local.secret_env, local.build_env)
+      use_env_var_file = true
+      execute_command  = local.execute_command
+    }
+  }
+
+  # Last step of every layer: record the layer, remove build-only tools and per-instance state.
+  provisioner "shell" {
+    only             = ["amazon-ebs.aws", "docker.local"]
+    script           = "${local.scripts_dir}/finalize.sh"
+    environment_vars = local.build_env
+    use_env_var_file = true
+    execute_command  = local.execute_command
+  }
+
+  post-processor "manifest" {
+    output     = var.manifest_path
+    strip_path = true
+    custom_data = {
+      image_name      = var.image_name
+      image_version   = var.image_version
+      source_image_id = var.source_image_id
+    }
+  }
+}

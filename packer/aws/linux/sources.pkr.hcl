@@ -1,0 +1,54 @@
+# Real AWS: a temporary instance (with packer's temporary key pair and security group),
+# reached over SSH; the remote provisioners in build.pkr.hcl run here.
+source "amazon-ebs" "aws" {
+  region          = var.region
+  source_ami      = var.source_image_id
+  instance_type   = var.instance_type
+  ami_name        = local.ami_name
+  ami_description = "${var.image_name} ${var.image_version} (image-assets)"
+  communicator    = "ssh"
+  ssh_username    = var.ssh_username
+  ssh_timeout     = "15m"
+
+  tags            = var.tags
+  run_tags        = var.tags
+  run_volume_tags = var.tags
+  snapshot_tags   = var.tags
+}
+
+# Local EC2 emulator: same image plumbing (instance, AMI, snapshots, tags), no communicator.
+# Remote provisioners carry only = ["amazon-ebs.aws"]; this source runs the content check.
+source "amazon-ebs" "sandbox" {
+  region                     = var.region
+  source_ami                 = var.source_image_id
+  instance_type              = var.instance_type
+  ami_name                   = local.ami_name
+  ami_description            = "${var.image_name} ${var.image_version} (image-assets sandbox)"
+  communicator               = "none"
+  custom_endpoint_ec2        = var.sandbox_endpoint
+  skip_credential_validation = true
+  skip_metadata_api_check    = true
+  skip_region_validation     = true
+
+  tags            = var.tags
+  run_tags        = var.tags
+  run_volume_tags = var.tags
+  snapshot_tags   = var.tags
+}
+
+# Local docker: commits a container image from the parent image, running the real content.
+# A parent built here is a local image id (sha256:...), which must not be pulled.
+source "docker" "local" {
+  image  = var.source_image_id
+  pull   = substr(var.source_image_id, 0, 7) != "sha256:"
+  commit = true
+  changes = concat(
+    [for k, v in var.tags : "LABEL ${k}=${jsonencode(v)}"],
+    [
+      "LABEL org.opencontainers.image.title=${jsonencode(var.image_name)}",
+      "LABEL org.opencontainers.image.version=${jsonencode(var.image_version)}",
+      "ENTRYPOINT []",
+      "CMD [\"/bin/bash\"]",
+    ],
+  )
+}

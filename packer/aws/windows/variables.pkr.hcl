@@ -1,0 +1,81 @@
+# Variables of the AWS Windows template. Every layer (global, product, service) builds from this
+# one template; layers differ only by the values below and the provisioning content they name.
+
+# --- Injected by the build (written into a JSON var-file by image_assets) ---
+
+variable "image_name" {
+  type        = string
+  description = "Catalog name of the image being built, e.g. global-linux."
+  validation {
+    condition     = length(var.image_name) > 0
+    error_message = "The image_name must not be empty."
+  }
+}
+
+variable "image_version" {
+  type        = string
+  description = "Version of this build; the AMI is named <image_name>-<image_version>."
+}
+
+variable "source_image_id" {
+  type        = string
+  description = "Parent image: an AMI id."
+}
+
+variable "region" {
+  type = string
+}
+
+variable "tags" {
+  type        = map(string)
+  description = "Tags for the image and for every instance, volume and snapshot the build creates."
+}
+
+variable "sandbox_endpoint" {
+  type        = string
+  default     = ""
+  description = "EC2 endpoint of the local emulator, used by the amazon-ebs.sandbox source only."
+}
+
+variable "manifest_path" {
+  type        = string
+  default     = "manifest.json"
+  description = "Where the manifest post-processor writes (it appends, so give each build its own)."
+}
+
+# --- Layer variables (set per image in the catalog) ---
+
+variable "scripts" {
+  type        = list(string)
+  default     = []
+  description = "PowerShell scripts under packer/scripts/windows to run, in order."
+  validation {
+    condition     = length([for s in var.scripts : s if length(split("/", s)) > 1]) == 0
+    error_message = "The scripts must be file names under packer/scripts/windows, without directories."
+  }
+}
+
+variable "instance_type" {
+  type    = string
+  default = "t3.medium"
+}
+
+variable "winrm_username" {
+  type    = string
+  default = "Administrator"
+}
+
+variable "secret_env" {
+  type        = map(string)
+  default     = {}
+  sensitive   = true
+  description = "Environment for the provisioners (e.g. a package-repository token)."
+}
+
+locals {
+  packer_dir  = abspath("${path.root}/../..")
+  scripts_dir = "${local.packer_dir}/scripts/windows"
+  ami_name    = "${var.image_name}-${var.image_version}"
+  secret_env  = [for k, v in var.secret_env : "${k}=${v}"]
+  build_env   = ["IMAGE_NAME=${var.image_name}", "IMAGE_VERSION=${var.image_version}", "SOURCE_IMAGE_ID=${var.source_image_id}"]
+}

@@ -1,0 +1,45 @@
+build {
+  sources = ["source.azure-arm.azure"]
+
+  # One provisioner per script, in order, each with its own environment file.
+  dynamic "provisioner" {
+    for_each = var.scripts
+    labels   = ["powershell"]
+    content {
+      script           = "${local.scripts_dir}/${provisioner.value}"
+      environment_vars = concat(local.secret_env, local.build_env)
+    }
+  }
+
+  # Hardening (SMBv1 removal, policies) takes effect after a restart.
+  dynamic "provisioner" {
+    for_each = length(var.scripts) > 0 ? [var.scripts] : []
+    labels   = ["windows-restart"]
+    content {
+      restart_timeout = "20m"
+    }
+  }
+
+  provisioner "powershell" {
+    script           = "${local.scripts_dir}/finalize.ps1"
+    environment_vars = local.build_env
+  }
+
+  # Generalize for Azure: sysprep, then wait until Windows reports the image ready to capture.
+  provisioner "powershell" {
+    inline = [
+      "& $env:SystemRoot\\System32\\Sysprep\\Sysprep.exe /oobe /generalize /quiet /quit /mode:vm",
+      "while ((Get-ItemProperty HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Setup\\State).ImageState -ne 'IMAGE_STATE_GENERALIZE_RESEAL_TO_OOBE') { Start-Sleep -Seconds 10 }",
+    ]
+  }
+
+  post-processor "manifest" {
+    output     = var.manifest_path
+    strip_path = true
+    custom_data = {
+      image_name      = var.image_name
+      image_version   = var.image_version
+      source_image_id = var.source_image_id
+    }
+  }
+}

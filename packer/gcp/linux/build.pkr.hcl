@@ -1,0 +1,53 @@
+build {
+  sources = ["source.googlecompute.gcp"]
+
+  dynamic "provisioner" {
+    for_each = local.playbooks
+    labels   = ["file"]
+    content {
+      source      = "${local.packer_dir}/ansible"
+      destination = "/tmp"
+    }
+  }
+
+  dynamic "provisioner" {
+    for_each = local.playbooks
+    labels   = ["shell"]
+    content {
+      script           = "${local.scripts_dir}/run-ansible.sh"
+      environment_vars = concat(local.secret_env, ["PLAYBOOK=${provisioner.value}", "ANSIBLE_DIR=/tmp/ansible"])
+      use_env_var_file = true
+      execute_command  = local.execute_command
+    }
+  }
+
+  # One provisioner per script, in order (1.6.6 deletes the env var file after the first
+  # script of a `scripts` list).
+  dynamic "provisioner" {
+    for_each = var.scripts
+    labels   = ["shell"]
+    content {
+      script           = "${local.scripts_dir}/${provisioner.value}"
+      environment_vars = concat(local.secret_env, local.build_env)
+      use_env_var_file = true
+      execute_command  = local.execute_command
+    }
+  }
+
+  provisioner "shell" {
+    script           = "${local.scripts_dir}/finalize.sh"
+    environment_vars = local.build_env
+    use_env_var_file = true
+    execute_command  = local.execute_command
+  }
+
+  post-processor "manifest" {
+    output     = var.manifest_path
+    strip_path = true
+    custom_data = {
+      image_name      = var.image_name
+      image_version   = var.image_version
+      source_image_id = var.source_image_id
+    }
+  }
+}

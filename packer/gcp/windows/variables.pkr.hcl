@@ -1,0 +1,111 @@
+# Variables of the GCP Windows template. Every layer (global, product, service) builds from this
+# one template; layers differ only by the values below and the provisioning content they name.
+
+# --- Injected by the build (written into a JSON var-file by image_assets) ---
+
+variable "image_name" {
+  type        = string
+  description = "Catalog name of the image being built, e.g. global-linux."
+  validation {
+    condition     = length(var.image_name) > 0
+    error_message = "The image_name must not be empty."
+  }
+}
+
+variable "image_version" {
+  type        = string
+  description = "Version of this build; the AMI is named <image_name>-<image_version>."
+}
+
+variable "source_image_id" {
+  type        = string
+  description = "Parent image: projects/<project>/global/images/<name>, <project>/<name>, or a name in project_id."
+}
+
+variable "region" {
+  type        = string
+  description = "GCP region, e.g. europe-west1; the build VM runs in its zone given by zone."
+}
+
+variable "tags" {
+  type        = map(string)
+  description = "Tags for the image and for every instance, volume and snapshot the build creates."
+}
+
+variable "sandbox_endpoint" {
+  type        = string
+  default     = ""
+  description = "Declared for the common var-file; GCP has no sandbox source."
+}
+
+variable "manifest_path" {
+  type        = string
+  default     = "manifest.json"
+  description = "Where the manifest post-processor writes (it appends, so give each build its own)."
+}
+
+# --- Layer variables (set per image in the catalog) ---
+
+variable "scripts" {
+  type        = list(string)
+  default     = []
+  description = "PowerShell scripts under packer/scripts/windows to run, in order."
+  validation {
+    condition     = length([for s in var.scripts : s if length(split("/", s)) > 1]) == 0
+    error_message = "The scripts must be file names under packer/scripts/windows, without directories."
+  }
+}
+
+variable "instance_type" {
+  type        = string
+  default     = "e2-standard-4"
+  description = "Machine type."
+}
+
+variable "winrm_username" {
+  type        = string
+  default     = "packer_user"
+  description = "Packer creates this user's password through the GCE Windows password reset."
+}
+
+variable "secret_env" {
+  type        = map(string)
+  default     = {}
+  sensitive   = true
+  description = "Environment for the provisioners (e.g. a package-repository token)."
+}
+
+variable "project_id" {
+  type        = string
+  default     = env("GOOGLE_PROJECT")
+  description = "Project that runs the build VM and receives the images."
+}
+
+variable "zone" {
+  type        = string
+  default     = ""
+  description = "Zone of the build VM; empty means <region>-a."
+}
+
+locals {
+  packer_dir  = abspath("${path.root}/../..")
+  scripts_dir = "${local.packer_dir}/scripts/windows"
+  zone        = var.zone != "" ? var.zone : "${var.region}-a"
+  secret_env  = [for k, v in var.secret_env : "${k}=${v}"]
+  build_env   = ["IMAGE_NAME=${var.image_name}", "IMAGE_VERSION=${var.image_version}", "SOURCE_IMAGE_ID=${var.source_image_id}"]
+
+  # GCE image names: lowercase letters, digits and '-', at most 63 characters.
+  image_full_name = substr(lower(replace(replace("${var.image_name}-${var.image_version}", ".", "-"), "_", "-")), 0, 63)
+  # source_image_id: projects/<p>/global/images/<name> | <p>/<name> | <name> (in project_id).
+  image_path    = split("/", var.source_image_id)
+  image_project = length(local.image_path) == 1 ? var.project_id : (length(local.image_path) == 2 ? local.image_path[0] : element(local.image_path, 1))
+  image_source  = element(local.image_path, length(local.image_path) - 1)
+  # Labels allow lowercase letters, digits, '_' and '-' (values at most 63 characters); the
+  # tags' exact values stay in the image description.
+  labels = {
+    for k, v in var.tags : lower(k) => substr(lower(
+      replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(
+      v, ".", "-"), ":", "-"), "/", "-"), "@", "-"), ",", "-"), " ", "-"), ">", "-"), "=", "-"), "+", "-"), "~", "-")
+    ), 0, 63)
+  }
+}
