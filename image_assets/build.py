@@ -165,7 +165,7 @@ def build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: p
     tags = image_tags(catalog, name, version, parent, fp, git_refs, run_id)
     secrets = secret_values(catalog, name)
     declared = templates.declared_variables(template_dir)
-    sensitive = [str(v) for k, v in image.variables.items() if declared[k].sensitive]
+    sensitive = [s for k, v in image.variables.items() if declared[k].sensitive for s in _leaves(v)]
     redact = packer.Redactor([*secrets.values(), *sensitive, *_credential_values()])
     variables = {
         **image.variables, **secrets,
@@ -197,3 +197,12 @@ def build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: p
 
 def _credential_values() -> list[str]:
     return [v for k, v in os.environ.items() if k in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN") and v]
+
+
+def _leaves(value) -> list[str]:
+    """The scalar values inside a variable: a sensitive map or list is echoed item by item."""
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _leaves(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _leaves(v)]
+    return [str(value)]
