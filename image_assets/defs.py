@@ -5,6 +5,7 @@ import dagster as dg
 from image_assets.assets import image_assets
 from image_assets.catalog import Catalog
 from image_assets.packer import PackerCli
+from image_assets.sensors import image_sensors
 
 # Steps run in processes forked from a server that has already imported the code location,
 # so a step starts in ~0.1 s instead of re-importing everything; packer builds mostly wait on
@@ -19,4 +20,5 @@ def build_defs(catalog: Catalog) -> dg.Definitions:
         assets=image_assets(catalog),
         resources={"packer": PackerCli()},
         executor=EXECUTOR,
+        sensors=image_sensors(catalog),
     )

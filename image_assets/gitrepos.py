@@ -67,7 +67,10 @@ def _git(args: list[str], timeout: float, cwd: Path | None = None) -> str:
         raise GitError(f"git {args[0]} timed out after {timeout:.0f}s") from None
     if done.returncode != 0:
         lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
-        raise GitError(f"git {args[0]} failed: {lines[-1] if lines else 'exit ' + str(done.returncode)}")
+        # The first fatal line names the cause; the last is often advice ("...and the repository exists.").
+        fatal = [ln for ln in lines if ln.startswith(("fatal:", "error:"))]
+        why = fatal[0] if fatal else lines[-1] if lines else f"exit {done.returncode}"
+        raise GitError(f"git {args[0]} failed: {why}")
     return done.stdout
 
 
@@ -83,7 +86,9 @@ def remote_tags(url: str, glob: str, timeout: float = 20) -> dict[str, str]:
         name = ref.removeprefix("refs/tags/")
         target = peeled if name.endswith("^{}") else tags
         name = name.removesuffix("^{}")
-        if valid_tag(name) and fnmatch.fnmatchcase(name, glob) and re.fullmatch(r"[0-9a-f]{40}", sha):
+        # git advertises refs with broken names (spaces, newlines) under the null id: not a tag.
+        if (valid_tag(name) and fnmatch.fnmatchcase(name, glob) and re.fullmatch(r"[0-9a-f]{40}", sha)
+                and sha != "0" * 40):
             target[name] = sha
     return {name: peeled.get(name, sha) for name, sha in tags.items()}
 

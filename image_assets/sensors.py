@@ -1,0 +1,212 @@
+"""Sensors: git tags and vendor image releases request runs of exactly the changed subtrees.
+
+`git_tag_sensor` (contract name) lists the tags of every catalog repo with `git ls-remote`, in
+parallel, and compares them with its cursor, JSON `{repo: {tag: commit}}`:
+
+- The first evaluation (no cursor entry for a repo) records that repo's tags as a baseline and
+  requests nothing for it: tags that existed before the sensor was switched on are not news, and
+  the first manual `--select '*'` build is what creates the images.
+- A new or moved matching tag is a change, even one lower in version order (a hotfix tag on an
+  old branch). Each changed repo selects the images that use it plus all their descendants; all
+  changes of one tick give ONE run in which each image appears once.
+- The run pins every input repo of every selected image in the run tag GIT_REFS_TAG at its
+  NEWEST matching tag (by version order) as seen in this tick, also for a changed repo whose new
+  tag is a lower version: builds always use the newest release (what a manual build would take),
+  a backported hotfix must not roll images back to an old line, and the fingerprint makes such a
+  run reuse the existing images when the newest commit did not change.
+- The run key is a digest of the changed (repo, tag, previous commit, new commit): evaluating
+  the same tick twice requests the same key (Dagster starts it once), while a tag moved back to a
+  commit it had before still builds (a plain (repo, tag, commit) key would match an old run).
+- A repo that cannot be reached is warned about and skipped; its cursor entry stays as it was,
+  so its new tags are picked up once it is back. A deleted tag is logged and builds nothing.
+
+`vendor_image_sensor` (contract name) looks up the newest image of each vendor asset (cursor
+JSON `{vendor asset: image id}`, first evaluation = baseline) and requests the vendor asset plus
+its subtree when the id changed; an unreachable cloud is warned about and keeps the cursor.
+
+Nothing here runs git or the cloud at import or definition time: only inside a tick.
+"""
+
+import hashlib
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor, wait
+
+import botocore.exceptions
+import dagster as dg
+
+from image_assets import gitrepos
+from image_assets.assets import GIT_REFS_TAG, lookup_vendor
+from image_assets.catalog import Catalog
+from image_assets.cloud import CloudError
+
+TRIGGER_TAG = "image-assets/trigger"  # readable: which repo@tag (or vendor image) started the run
+# Dagster run tags are not "strict" tags (that 63-char [A-Za-z0-9_.-] rule applies to definition
+# tags): any string is stored (a TEXT column), but the UI shows them in one line, so values are kept
+# printable ASCII on one line and the readable tag is capped. Tag names that reach us are already
+# valid git refnames (ASCII, no spaces or control characters, <= 200 chars).
+TAG_VALUE_MAX = 1000
+# Dagster kills a tick after 60 s; repos still listing after this budget count as unreachable.
+TICK_BUDGET_SECONDS = 45.0
+MAX_WORKERS = 32
+
+
+def _tag_value(text: str) -> str:
+    text = re.sub(r"[^\x20-\x7e]", "?", text)
+    return text if len(text) <= TAG_VALUE_MAX else text[: TAG_VALUE_MAX - 15] + " ...(truncated)"
+
+
+def _redact(text: str) -> str:
+    """Drop user:password@ from any URL in text: logs never carry a credential from a repo URL."""
+    return re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
+
+
+def _names(names: list[str], most: int = 10) -> str:
+    names = sorted(names)
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _digest(items) -> str:
+    return hashlib.sha256(json.dumps(sorted(items)).encode()).hexdigest()[:32]
+
+
+def _load_cursor(raw: str | None) -> dict:
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}  # an unreadable cursor is a fresh baseline, not a crash on every tick
+    return value if isinstance(value, dict) else {}
+
+
+def subtree_selection(catalog: Catalog, roots) -> list[str]:
+    """The roots plus all their descendants, each once, parents before children (catalog order within a depth)."""
+    names = set()
+    for root in roots:
+        names.add(root)
+        names.update(catalog.descendants(root))
+    order = {name: i for i, name in enumerate(catalog.images)}
+    return sorted(names, key=lambda n: (len(catalog.chain(n)), order[n]))
+
+
+def list_all_tags(catalog: Catalog, log) -> dict[str, dict[str, str]]:
+    """repo -> {tag: commit} for every repo that answered; the others are warned about and left out."""
+    timeout = catalog.defaults.git_timeout_seconds
+    pool = ThreadPoolExecutor(max_workers=max(1, min(MAX_WORKERS, len(catalog.repos))))
+    futures = {
+        pool.submit(gitrepos.remote_tags, spec.url, spec.tags, timeout): repo
+        for repo, spec in catalog.repos.items()
+    }
+    done, _ = wait(futures, timeout=TICK_BUDGET_SECONDS)
+    pool.shutdown(wait=False, cancel_futures=True)  # stragglers end on their own git timeout
+    seen = {}
+    for future, repo in futures.items():
+        url = _redact(catalog.repos[repo].url)
+        if future not in done:
+            log.warning(f"git_tag_sensor: repo {repo!r} ({url}) did not answer within "
+                        f"{TICK_BUDGET_SECONDS:.0f}s; skipped this tick, its cursor entry is kept")
+            continue
+        try:
+            seen[repo] = future.result()
+        except (gitrepos.GitError, OSError) as exc:
+            log.warning(f"git_tag_sensor: repo {repo!r} ({url}) cannot be reached: {_redact(str(exc))}; "
+                        "skipped this tick, its cursor entry is kept")
+    return seen
+
+
+def evaluate_git_tags(catalog: Catalog, cursor_text: str | None, log) -> dg.SensorResult:
+    previous = _load_cursor(cursor_text)
+    seen = list_all_tags(catalog, log)
+    # Unreachable repos keep their entry; repos no longer in the catalog are dropped.
+    cursor = {repo: tags for repo, tags in previous.items() if repo in catalog.repos and isinstance(tags, dict)}
+    baseline, changes = [], []  # changes: (repo, tag, previous commit or "", new commit)
+    for repo, tags in seen.items():
+        old = previous.get(repo)
+        cursor[repo] = tags
+        if not isinstance(old, dict):
+            baseline.append(repo)
+            continue
+        for tag in sorted(set(old) - set(tags)):
+            log.info(f"git_tag_sensor: tag {tag!r} was deleted from repo {repo!r}; nothing is rebuilt for it")
+        changes += [(repo, tag, old.get(tag) or "", commit)
+                    for tag, commit in sorted(tags.items()) if old.get(tag) != commit]
+    changes.sort()  # one order for the key and the readable tag, whatever order git answered in
+    new_cursor = json.dumps(cursor, sort_keys=True)
+    note = f"first evaluation for {_names(baseline)}: tags recorded as the baseline, nothing requested"
+    if baseline:
+        log.info(f"git_tag_sensor: {note}")
+    if not changes:
+        why = note if baseline else "no new or moved matching tag"
+        return dg.SensorResult(skip_reason=dg.SkipReason(why), cursor=new_cursor)
+
+    changed_repos = sorted({repo for repo, *_ in changes})
+    selection = subtree_selection(catalog, [img for repo in changed_repos for img in catalog.users_of_repo(repo)])
+    # Pin every input of every selected image to the newest tag seen now (for an unreachable
+    # input: the newest it had when last seen), so the run builds exactly what the sensor saw.
+    refs = {}
+    for repo in sorted({r for img in selection for r in catalog.input_repos(img)}):
+        ref = gitrepos.newest(cursor.get(repo) or {})
+        if ref is not None:  # a repo with no matching tag at all: the build itself reports it
+            refs[repo] = str(ref)
+    trigger = " ".join(f"{repo}@{tag}" for repo, tag, _, _ in changes)
+    log.info(f"git_tag_sensor: {trigger} -> rebuild {', '.join(selection)}")
+    request = dg.RunRequest(
+        run_key=f"git-{_digest(changes)}",
+        asset_selection=[dg.AssetKey([name]) for name in selection],
+        tags={GIT_REFS_TAG: json.dumps(refs, sort_keys=True, separators=(",", ":")),
+              TRIGGER_TAG: _tag_value(trigger)},
+    )
+    return dg.SensorResult(run_requests=[request], cursor=new_cursor)
+
+
+def evaluate_vendor_images(catalog: Catalog, cursor_text: str | None, log) -> dg.SensorResult:
+    previous = _load_cursor(cursor_text)
+    cursor = {name: image for name, image in previous.items() if name in catalog.images}
+    baseline, changes = [], []  # changes: (vendor asset, previous id, new id)
+    for name, image in catalog.images.items():
+        if not image.vendor:
+            continue
+        try:
+            image_id = lookup_vendor(catalog, name)["ImageId"]
+        except (CloudError, RuntimeError, botocore.exceptions.BotoCoreError,
+                botocore.exceptions.ClientError) as exc:
+            log.warning(f"vendor_image_sensor: no lookup for {name!r}: {exc}; skipped, its cursor entry is kept")
+            continue
+        if name not in previous:
+            baseline.append(name)
+        elif previous[name] != image_id:
+            changes.append((name, previous[name], image_id))
+        cursor[name] = image_id
+    new_cursor = json.dumps(cursor, sort_keys=True)
+    if not changes:
+        why = (f"first evaluation for {_names(baseline)}: image ids recorded as the baseline, nothing requested"
+               if baseline else "no new vendor image")
+        return dg.SensorResult(skip_reason=dg.SkipReason(why), cursor=new_cursor)
+    selection = subtree_selection(catalog, [name for name, _, _ in changes])
+    trigger = " ".join(f"{name}={new}" for name, _, new in changes)
+    log.info(f"vendor_image_sensor: {trigger} -> rebuild {', '.join(selection)}")
+    request = dg.RunRequest(
+        run_key=f"vendor-{_digest(changes)}",
+        asset_selection=[dg.AssetKey([name]) for name in selection],
+        tags={TRIGGER_TAG: _tag_value(trigger)},
+    )
+    return dg.SensorResult(run_requests=[request], cursor=new_cursor)
+
+
+def image_sensors(catalog: Catalog) -> list[dg.SensorDefinition]:
+    @dg.sensor(name="git_tag_sensor", target=dg.AssetSelection.all(),
+               minimum_interval_seconds=catalog.defaults.git_sensor_interval_seconds,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="New or moved git tags on catalog repos rebuild the images using them and their subtrees. "
+                           "The first evaluation records a baseline and requests nothing.")
+    def git_tag_sensor(context: dg.SensorEvaluationContext):
+        return evaluate_git_tags(catalog, context.cursor, context.log)
+
+    @dg.sensor(name="vendor_image_sensor", target=dg.AssetSelection.all(),
+               minimum_interval_seconds=catalog.defaults.vendor_sensor_interval_seconds,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="A new vendor image rebuilds the vendor asset and its subtree. "
+                           "The first evaluation records a baseline and requests nothing.")
+    def vendor_image_sensor(context: dg.SensorEvaluationContext):
+        return evaluate_vendor_images(catalog, context.cursor, context.log)
+
+    return [git_tag_sensor, vendor_image_sensor]
