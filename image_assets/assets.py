@@ -89,8 +89,8 @@ def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
               kinds={"packer", cloud_kind(catalog.target)}, description=_description(catalog, name),
               pool="packer", retry_policy=RETRY_POLICY)
     def _built(context: dg.AssetExecutionContext, packer: PackerCli) -> dg.MaterializeResult:
-        parent = resolve_parent(context, catalog, name)
         try:
+            parent = resolve_parent(context, catalog, name)  # a vendor lookup may hit the cloud
             built = buildmod.build_image(catalog, name, parent, context.run.run_id, packer,
                                          pinned_refs=pinned_refs(context), log=context.log.info)
         except cloudmod.CloudError as exc:

@@ -120,7 +120,13 @@ def cloud_for(target: str, region: str, endpoint: str | None = None) -> Cloud:
 
 def connect(target: str, region: str) -> Cloud:
     """A cached client; for the sandbox, (re)started first if it is not running."""
-    return cloud_for(target, region, sandbox.ensure_running() if target == "sandbox" else None)
+    if target != "sandbox":
+        return cloud_for(target, region, None)
+    try:
+        endpoint = sandbox.ensure_running()
+    except RuntimeError as exc:  # e.g. the port is held by something else: say which endpoint
+        raise CloudError(f"the sandbox EC2 endpoint {sandbox.endpoint()} is unusable: {exc}") from None
+    return cloud_for(target, region, endpoint)
 
 
 def require_available(cloud: Cloud, image_id: str, role: str) -> dict:
