@@ -32,6 +32,14 @@ def pinned_refs(context: dg.AssetExecutionContext) -> dict[str, str]:
     return json.loads(raw) if raw else {}
 
 
+def _run_finished(instance: dg.DagsterInstance):
+    """Whether a run has ended (its leftovers may go); unknown runs count as running, never touched."""
+    def finished(run_id: str) -> bool:
+        run = instance.get_run_by_id(run_id)
+        return run is not None and run.is_finished
+    return finished
+
+
 def _fail(message: str, transient: bool = False) -> dg.Failure:
     return dg.Failure(description=message, allow_retries=transient)
 
@@ -92,7 +100,8 @@ def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
         try:
             parent = resolve_parent(context, catalog, name)  # a vendor lookup may hit the cloud
             built = buildmod.build_image(catalog, name, parent, context.run.run_id, packer,
-                                         pinned_refs=pinned_refs(context), log=context.log.info)
+                                         pinned_refs=pinned_refs(context), log=context.log.info,
+                                         run_finished=_run_finished(context.instance))
         except cloudmod.CloudError as exc:
             raise _fail(f"image {name!r}: {exc}", transient="cannot reach" in str(exc)) from None
         except (buildmod.BuildError, CatalogError) as exc:

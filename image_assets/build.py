@@ -5,15 +5,18 @@ Kept free of Dagster so the asset, the benchmarks and the tests all drive the sa
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from image_assets import cloud as cloudmod
 from image_assets import gitrepos, packer, templates
@@ -114,8 +117,79 @@ def image_tags(catalog: Catalog, name: str, version: str, parent: Parent, fp: st
     }
 
 
+class _ImageLock:
+    """A per-image flock under the work root; the file holds the run id of the build inside it.
+
+    The kernel drops a flock when its process dies, so a run id still recorded when the lock is
+    acquired belongs to a build that died without cleanup (SIGKILL, OOM, power loss).
+    One machine only: across machines the `packer` pool and the run-id tags do this job.
+    """
+
+    def __init__(self, catalog: Catalog, name: str):
+        self.path = work_root(catalog) / ".locks" / f"{name}.lock"
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "a+")
+        fcntl.flock(self.handle, fcntl.LOCK_EX)  # a second build of this image waits here
+        self.handle.seek(0)
+        self.previous = self.handle.read().strip()
+        return self
+
+    def record(self, run_id: str) -> None:
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(run_id)
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def __exit__(self, *exc):
+        self.handle.close()  # releases the flock
+        return False
+
+
+def remove_dead_builds(cloud: cloudmod.Cloud, name: str, run_id: str, died: str,
+                       run_finished: Callable[[str], bool], log=print) -> list[str]:
+    """Remove what earlier builds of `name` left, but only of runs known dead: the one that died
+    holding the image lock, or runs Dagster reports finished. A run in progress is never touched."""
+    removed = []
+    for other in sorted(cloudmod.runs_with_leftovers(cloud, name)):
+        if other == died or (other != run_id and run_finished(other)):
+            removed += cloudmod.remove_leftovers(cloud, name, other, log)
+    return removed
+
+
+def _remove_stale_work_dirs(catalog: Catalog, name: str) -> None:
+    # Under the image lock no other local build of this image runs; a dead one may have left a
+    # var-file holding secrets.
+    pattern = re.compile(re.escape(name) + r"-[0-9a-f]{8}-[0-9a-f]{8}")
+    root = work_root(catalog)
+    for entry in root.iterdir() if root.is_dir() else []:
+        if entry.is_dir() and pattern.fullmatch(entry.name):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: packer.PackerCli,
-                pinned_refs: dict[str, str] | None = None, log=print) -> Built:
+                pinned_refs: dict[str, str] | None = None, log=print,
+                run_finished: Callable[[str], bool] | None = None) -> Built:
+    """Build (or reuse) one image: one build per image at a time on this machine, and what dead
+    builds of it left is removed first. `run_finished(run_id)` asks Dagster whether a run ended."""
+    if catalog.target in ("sandbox", "aws"):
+        cloud = cloudmod.connect(catalog.target, catalog.defaults.region)
+        cloud.check_reachable()  # before the lock: an unreachable target changes nothing on disk
+    with _ImageLock(catalog, name) as lock:
+        if catalog.target in ("sandbox", "aws"):
+            remove_dead_builds(cloud, name, run_id, lock.previous, run_finished or (lambda _: False), log)
+        _remove_stale_work_dirs(catalog, name)
+        lock.record(run_id)
+        try:
+            return _build_image(catalog, name, parent, run_id, cli, pinned_refs, log)
+        finally:
+            lock.record("")  # not reached on SIGKILL: the next holder then knows this run died
+
+
+def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: packer.PackerCli,
+                 pinned_refs: dict[str, str] | None = None, log=print) -> Built:
     image = catalog.images[name]
     target, region = catalog.target, catalog.defaults.region
     if target not in SOURCES:

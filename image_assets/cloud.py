@@ -137,3 +137,71 @@ def require_available(cloud: Cloud, image_id: str, role: str) -> dict:
     if image.get("State") != "available":
         raise CloudError(f"{role} image {image_id} is {image.get('State')!r}, not available, in {cloud.where}")
     return image
+
+
+# --- What a dead build left behind (issue: crash) ---
+
+LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped"]
+
+
+def _image_filters(name: str) -> list[dict]:
+    return [{"Name": "tag:ManagedBy", "Values": [MANAGED_BY]}, {"Name": "tag:ImageName", "Values": [name]}]
+
+
+def _live_instances(cloud: Cloud, filters: list[dict]) -> list[dict]:
+    pages = cloud.ec2.get_paginator("describe_instances").paginate(
+        Filters=filters + [{"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}])
+    return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+
+def runs_with_leftovers(cloud: Cloud, name: str) -> set[str]:
+    """Run ids that still hold a live instance, a volume or an unfinished image of this image."""
+    found = [tags_of(i) for i in _live_instances(cloud, _image_filters(name))]
+    found += [tags_of(v) for v in cloud.ec2.describe_volumes(Filters=_image_filters(name))["Volumes"]]
+    found += [tags_of(i) for i in cloud.managed_images(ImageName=name) if i.get("State") != "available"]
+    return {t["DagsterRunId"] for t in found if t.get("DagsterRunId")}
+
+
+def remove_leftovers(cloud: Cloud, name: str, run_id: str, log=print) -> list[str]:
+    """Delete what build `run_id` of `name` left; call only for a run known to be dead.
+
+    Packer's temporary key pair and security group (`packer_<uuid>`) carry no tags in 1.6.6; they
+    are found through the tagged instance they were made for, so nothing else is ever touched.
+    """
+    removed: list[str] = []
+    filters = _image_filters(name) + [{"Name": "tag:DagsterRunId", "Values": [run_id]}]
+    instances = _live_instances(cloud, filters)
+    groups = {g["GroupId"] for i in instances for g in i.get("SecurityGroups", []) if g["GroupName"].startswith("packer_")}
+    keys = {i["KeyName"] for i in instances if i.get("KeyName", "").startswith("packer_")}
+    if instances:
+        ids = [i["InstanceId"] for i in instances]
+        cloud._call("terminate_instances", InstanceIds=ids)
+        cloud.ec2.get_waiter("instance_terminated").wait(
+            InstanceIds=ids, WaiterConfig={"Delay": 1 if cloud.endpoint else 10, "MaxAttempts": 120})
+        removed += ids
+    for group in groups:
+        cloud._call("delete_security_group", GroupId=group)
+        removed.append(group)
+    for key in keys:
+        cloud._call("delete_key_pair", KeyName=key)
+        removed.append(key)
+    # Images: unfinished ones tagged with the run, and untagged ones packer named for it (AMI tags
+    # are added only once the AMI is available). A finished, tagged image stays: it is reusable.
+    tagged = [i for i in cloud._images(Owners=["self"], Filters=filters) if i.get("State") != "available"]
+    named = [i for i in cloud._images(Owners=["self"], Filters=[{"Name": "name", "Values": [f"{name}-*.{run_id[:8]}"]}])
+             if "ManagedBy" not in tags_of(i)]
+    for image in {i["ImageId"]: i for i in tagged + named}.values():
+        removed += [image["ImageId"], *cloud.deregister(image)]
+    in_use = {b["Ebs"]["SnapshotId"] for i in cloud._images(Owners=["self"])
+              for b in i.get("BlockDeviceMappings", []) if b.get("Ebs", {}).get("SnapshotId")}
+    for snap in cloud.ec2.describe_snapshots(OwnerIds=["self"], Filters=filters)["Snapshots"]:
+        if snap["SnapshotId"] not in in_use:
+            cloud._call("delete_snapshot", SnapshotId=snap["SnapshotId"])
+            removed.append(snap["SnapshotId"])
+    for volume in cloud.ec2.describe_volumes(Filters=filters)["Volumes"]:
+        if volume["State"] == "available":
+            cloud._call("delete_volume", VolumeId=volume["VolumeId"])
+            removed.append(volume["VolumeId"])
+    if removed:
+        log(f"{name}: removed what dead build {run_id} left: {' '.join(removed)}")
+    return removed
