@@ -6,6 +6,7 @@ mkdir -p /etc/image-assets
 printf '%s %s %s\n' "${IMAGE_NAME:?}" "${IMAGE_VERSION:?}" "${SOURCE_IMAGE_ID:-}" >> /etc/image-assets/layers
 
 rm -rf /opt/image-assets/ansible /tmp/ansible
+rmdir /opt/image-assets 2>/dev/null || true
 if command -v dnf >/dev/null 2>&1; then
   dnf -q clean all
 elif command -v apt-get >/dev/null 2>&1; then
