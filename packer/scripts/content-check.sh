@@ -10,9 +10,16 @@ fail() { echo "content check FAILED: $*" >&2; exit 1; }
 dir="$PACKER_DIR/scripts/${OS_FAMILY:?}"
 checked=0
 
+ansible_dir="${ANSIBLE_DIR:-$PACKER_DIR/ansible}"
+for input in ${INPUTS:-}; do
+  repo=${input%%=*}; path=${input#*=}
+  [ -d "$path" ] || fail "input repo $repo: checkout $path missing"
+  echo "input repo $repo: checked out at $path ($(find "$path" -path "$path/.git" -prune -o -type f -print | wc -l) files)"
+done
+
 if [ -n "${PLAYBOOK:-}" ]; then
-  playbook="$PACKER_DIR/ansible/$PLAYBOOK"
-  [ -s "$playbook" ] || fail "playbook $PLAYBOOK not found (or empty) under packer/ansible"
+  playbook="$ansible_dir/$PLAYBOOK"
+  [ -s "$playbook" ] || fail "playbook $PLAYBOOK not found (or empty) under $ansible_dir"
   if python3 -c 'import yaml' 2>/dev/null; then
     # Parse the playbook and every YAML file of the roles it uses; check the roles exist.
     python3 - "$playbook" <<'PY' || fail "playbook $PLAYBOOK is not well-formed"

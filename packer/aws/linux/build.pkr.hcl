@@ -8,6 +8,8 @@ build {
     script = "${local.packer_dir}/scripts/content-check.sh"
     environment_vars = [
       "PACKER_DIR=${local.packer_dir}",
+      "ANSIBLE_DIR=${local.ansible_dir}",
+      "INPUTS=${join(" ", [for k, v in var.input_dirs : "${k}=${v}"])}",
       "OS_FAMILY=linux",
       "PLAYBOOK=${var.playbook}",
       "SCRIPTS=${join(" ", var.scripts)}",
@@ -15,13 +17,29 @@ build {
     ]
   }
 
+  # Directory uploads need their destination to exist.
+  provisioner "shell" {
+    only   = ["amazon-ebs.aws", "docker.local"]
+    inline = concat(["mkdir -p /tmp/ansible"], [for k, v in local.other_inputs : "mkdir -p /tmp/inputs/${k}"])
+  }
+
   dynamic "provisioner" {
     for_each = local.playbooks
     labels   = ["file"]
     content {
       only        = ["amazon-ebs.aws", "docker.local"]
-      source      = "${local.packer_dir}/ansible"
-      destination = "/tmp"
+      source      = "${local.ansible_dir}/"
+      destination = "/tmp/ansible"
+    }
+  }
+
+  dynamic "provisioner" {
+    for_each = local.other_inputs
+    labels   = ["file"]
+    content {
+      only        = ["amazon-ebs.aws", "docker.local"]
+      source      = "${provisioner.value}/"
+      destination = "/tmp/inputs/${provisioner.key}"
     }
   }
 

@@ -37,6 +37,12 @@ variable "sandbox_endpoint" {
   description = "EC2 endpoint of the local emulator, used by the amazon-ebs.sandbox source only."
 }
 
+variable "input_dirs" {
+  type        = map(string)
+  default     = {}
+  description = "Checkouts of the image's input git repos at their tags (repo name -> path on the build host)."
+}
+
 variable "manifest_path" {
   type        = string
   default     = "manifest.json"
@@ -85,10 +91,15 @@ variable "secret_env" {
 locals {
   packer_dir  = abspath("${path.root}/../..")
   scripts_dir = "${local.packer_dir}/scripts/linux"
-  ami_name    = "${var.image_name}-${var.image_version}"
-  playbooks   = var.playbook == "" ? [] : [var.playbook]
-  secret_env  = [for k, v in var.secret_env : "${k}=${v}"]
-  build_env   = ["IMAGE_NAME=${var.image_name}", "IMAGE_VERSION=${var.image_version}", "SOURCE_IMAGE_ID=${var.source_image_id}"]
+  # Roles and playbooks come from the tagged ansible-roles checkout when the image names that
+  # repo, else from this template's own packer/ansible.
+  ansible_dir = lookup(var.input_dirs, "ansible-roles", "${local.packer_dir}/ansible")
+  # Every other input repo (e.g. a service's code) is copied to /tmp/inputs/<repo> for the playbooks.
+  other_inputs = { for k, v in var.input_dirs : k => v if k != "ansible-roles" }
+  ami_name     = "${var.image_name}-${var.image_version}"
+  playbooks    = var.playbook == "" ? [] : [var.playbook]
+  secret_env   = [for k, v in var.secret_env : "${k}=${v}"]
+  build_env    = ["IMAGE_NAME=${var.image_name}", "IMAGE_VERSION=${var.image_version}", "SOURCE_IMAGE_ID=${var.source_image_id}"]
   # Shell scripts run as root: directly in a container, through sudo on a VM. Environment comes
   # from packer's env var file (use_env_var_file = true on every shell provisioner), so secrets
   # never appear on a command line.
