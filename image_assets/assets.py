@@ -108,6 +108,10 @@ def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
             raise _fail(str(exc)) from None
         except PackerError as exc:
             raise _fail(f"image {name!r}: {exc}", transient=any(m in str(exc) for m in TRANSIENT_MARKERS)) from None
+        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+            # Dagster retries an interrupted step under a RetryPolicy; a cancel must end the build.
+            # Packer has been stopped and has cleaned up by now (PackerCli.run).
+            raise _fail(f"image {name!r}: build interrupted (run terminated); packer stopped and cleaned up") from None
         return dg.MaterializeResult(metadata=built.metadata(), data_version=dg.DataVersion(built.image_id))
 
     return _built

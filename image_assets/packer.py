@@ -88,7 +88,8 @@ class PackerCli(dg.ConfigurableResource):
     """The packer command line, wrapped the way a Dagster step needs it."""
 
     binary: str = os.environ.get("IMAGE_ASSETS_PACKER", "packer")
-    cleanup_timeout_seconds: float = 600.0
+    # How long packer may take to clean up after a cancel before it is killed (issue: 10 minutes).
+    cleanup_timeout_seconds: float = float(os.environ.get("IMAGE_ASSETS_PACKER_CLEANUP_SECONDS", "600"))
 
     def version(self) -> str:
         return packer_version(resolve_binary(self.binary))
