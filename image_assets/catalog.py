@@ -114,6 +114,20 @@ class Image(_Model):
     retention: Retention = Retention()
     description: str | None = None
 
+    @field_validator("variables")
+    @classmethod
+    def _no_go_templates(cls, variables: dict[str, Any]) -> dict[str, Any]:
+        # Packer evaluates `{{ ... }}` in provisioner fields even in variable values, so such a value
+        # would not reach the build unchanged.
+        def walk(value, where):
+            if isinstance(value, str) and "{{" in value:
+                raise ValueError(f"value of {where} contains '{{{{': packer would evaluate it as a template")
+            for key, item in (value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()):
+                walk(item, f"{where}.{key}")
+        for name, value in variables.items():
+            walk(value, name)
+        return variables
+
 
 class Catalog(_Model):
     path: Path

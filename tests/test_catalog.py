@@ -124,6 +124,8 @@ BAD = {
     "vendor without query": (GOOD.replace('    vendor: {owners: [amazon], name: "al2023-*"}\n', ""), ["image 'base'", "field 'vendor'"]),
     "secret not declared": (GOOD.replace("variables: {playbook: cis.yml}", "secrets: {nope: {env: TOKEN}}"),
                             ["image 'global-linux'", "field 'secrets.nope'"]),
+    "go template in a variable": (GOOD.replace("{playbook: cis.yml}", "{playbook: 'x{{ .Vars }}'}"),
+                                  ["image 'global-linux'", "field 'variables'", "packer would evaluate it"]),
     "not a mapping": ("- just\n- a list\n", ["must be a mapping"]),
 }
 
