@@ -20,6 +20,7 @@ from typing import Callable
 
 from image_assets import cloud as cloudmod
 from image_assets import gitrepos, packer, templates
+from image_assets import lineage as lineagemod
 from image_assets.catalog import Catalog, CatalogError, check_variables
 
 MANAGED_BY = cloudmod.MANAGED_BY
@@ -50,6 +51,7 @@ class Built:
     build_seconds: float
     version: str
     tags: dict[str, str] = field(default_factory=dict)
+    lineage: list[str] = field(default_factory=list)  # image ids, this one first, from ParentImageId tags
 
     def metadata(self) -> dict:
         return {
@@ -57,6 +59,7 @@ class Built:
             "root_image_id": self.root_image_id, "fingerprint": self.fingerprint, "reused": self.reused,
             "git_refs": self.git_refs, "packer_version": self.packer_version,
             "build_seconds": round(self.build_seconds, 2), "image_version": self.version,
+            "lineage": self.lineage,
         }
 
 
@@ -233,7 +236,8 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
         log(f"{name}: reusing {existing['ImageId']} (fingerprint {fp} unchanged)")
         return Built(existing["ImageId"], region, tags.get("ParentImageId", parent.image_id),
                      tags.get("RootImageId", parent.root_image_id), fp, True,
-                     git_refs, cli.version(), 0.0, tags.get("ImageVersion", ""), tags)
+                     git_refs, cli.version(), 0.0, tags.get("ImageVersion", ""), tags,
+                     lineagemod.lineage_ids(cloud, existing["ImageId"]))
 
     version = datetime.now(timezone.utc).strftime("%Y%m%d.%H%M%S") + "." + run_id[:8]
     tags = image_tags(catalog, name, version, parent, fp, git_refs, run_id)
@@ -266,7 +270,7 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
         raise BuildError(f"image {name!r}: packer built {image_id} but tags {sorted(missing)} are missing or wrong")
     shutil.rmtree(work, ignore_errors=True)
     return Built(image_id, region, parent.image_id, parent.root_image_id, fp, False, git_refs,
-                 cli.version(), time.monotonic() - started, version, tags)
+                 cli.version(), time.monotonic() - started, version, tags, lineagemod.lineage_ids(cloud, image_id))
 
 
 def _credential_values() -> list[str]:

@@ -1,0 +1,164 @@
+"""`python -m image_assets lineage|outdated|revoke|retention`: image lifecycle from the command line.
+
+The catalog is images.yaml or $IMAGE_ASSETS_CATALOG (or --catalog); commands that need the
+current materializations read the Dagster instance in $DAGSTER_HOME and refuse to run without it.
+Exit codes: 0 done, 1 the action failed, 2 bad usage or set-up (nothing was changed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import contextmanager
+
+from image_assets import lineage as lineagemod
+from image_assets.catalog import CatalogError, load_catalog
+from image_assets.cloud import Cloud, CloudError, connect
+
+
+class UsageError(RuntimeError):
+    pass
+
+
+@contextmanager
+def dagster_instance(purpose: str, required: bool = True):
+    """The instance in DAGSTER_HOME; never a temporary one, whose empty history would mislead."""
+    if not os.environ.get("DAGSTER_HOME"):
+        if required:
+            raise UsageError(f"DAGSTER_HOME is not set: {purpose} needs the current materializations from the "
+                             "Dagster instance. Set DAGSTER_HOME to the instance directory (the one `dagster dev` "
+                             "uses). Nothing was changed.")
+        yield None
+        return
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        yield instance
+
+
+def _cloud(catalog) -> Cloud:
+    return connect(catalog.target, catalog.defaults.region)
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def cmd_lineage(args, catalog) -> int:
+    chain = lineagemod.lineage(_cloud(catalog), args.image_id)
+    if chain[0].state == "missing":
+        raise CloudError(f"image {args.image_id} does not exist in {_cloud(catalog).where}")
+    problems = lineagemod.problems(chain)
+    if args.json:
+        print(json.dumps({"image_id": args.image_id, "lineage": [l.as_dict() for l in chain],
+                          "problems": problems}, indent=2))
+    else:
+        rows = [["LAYER", "NAME", "IMAGE ID", "VERSION", "STATE", "NOTE"]]
+        for l in chain:
+            note = f"REVOKED {l.revoked}" if l.revoked else ("" if l.managed or l.state == "missing" else "vendor root")
+            rows.append([l.layer or "-", l.name or "-", l.image_id, l.version or "-", l.state, note])
+        print(_table(rows))
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    return 0
+
+
+def cmd_outdated(args, catalog) -> int:
+    from image_assets.lifecycle import current_images
+
+    with dagster_instance("`outdated`") as instance:
+        current = current_images(catalog, instance)
+    stale = [f for f in lineagemod.outdated(catalog, _cloud(catalog), current) if f.status != "current"]
+    if args.json:
+        print(json.dumps([f.as_dict() for f in stale], indent=2))
+        return 0
+    if not stale:
+        print("no outdated images: every built image sits on the current image of its parent asset")
+        return 0
+    rows = [["IMAGE", "IMAGE ID", "PARENT", "BUILT ON", "EXPECTED PARENT", "STATUS", "WHY"]]
+    rows += [[f.name, f.image_id, f.parent, f.built_on, f.expected_parent or "-", f.status, f.cause] for f in stale]
+    print(_table(rows))
+    return 0
+
+
+def cmd_revoke(args, catalog) -> int:
+    from image_assets import lifecycle
+
+    entries = lifecycle.revoke(_cloud(catalog), args.image_id, args.reason)
+    with dagster_instance("recording the revocation", required=False) as instance:
+        for entry in entries:
+            if instance is not None and not entry.already:
+                instance.report_runless_asset_event(lifecycle.revocation_observation(entry, args.reason))
+    if instance is None:
+        print("warning: DAGSTER_HOME is not set: the revocation is tagged in the cloud but not recorded "
+              "as Dagster asset observations", file=sys.stderr)
+    if args.json:
+        print(json.dumps([e.as_dict() for e in entries], indent=2))
+        return 0
+    for e in entries:
+        state = "already revoked" if e.already else "revoked"
+        print(f"{state}: {e.image_id} ({e.name}) {e.tag}" + (f"; {e.deprecation}" if e.deprecation else ""))
+    return 0
+
+
+def cmd_retention(args, catalog) -> int:
+    from image_assets import lifecycle
+
+    with dagster_instance("`retention`") as instance:
+        current = lifecycle.current_images(catalog, instance)
+        decisions = lifecycle.retention(catalog, _cloud(catalog), current, args.dry_run,
+                                        instance.report_runless_asset_event)
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "decisions": [d.as_dict() for d in decisions]}, indent=2))
+        return 0
+    verb = "would delete" if args.dry_run else "deleted"
+    rows = [["ACTION", "IMAGE", "IMAGE ID", "CREATED", "REASON"]]
+    rows += [[verb if d.delete else "keep", d.name, d.image_id, d.created, d.reason] for d in decisions]
+    print(_table(rows) if decisions else "no managed images")
+    if args.dry_run:
+        print("dry run: nothing was changed")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m image_assets", description="Image lifecycle: lineage, outdated "
+                                "images, revocation and retention.")
+    p.add_argument("--catalog", help="catalog path (default: $IMAGE_ASSETS_CATALOG or images.yaml)")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("lineage", help="the chain of parent images back to the vendor image, from tags")
+    c.add_argument("image_id")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_lineage)
+    c = sub.add_parser("outdated", help="current images whose parent asset has a newer image")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_outdated)
+    c = sub.add_parser("revoke", help="tag an image and every image built on it Revoked")
+    c.add_argument("image_id")
+    c.add_argument("--reason", required=True)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_revoke)
+    c = sub.add_parser("retention", help="delete images beyond each image's retention policy")
+    c.add_argument("--dry-run", action="store_true", help="print what would be deleted; change nothing")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_retention)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        catalog = load_catalog(args.catalog)
+        return args.func(args, catalog)
+    except (UsageError, CatalogError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (CloudError, lineagemod.LineageError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""Asset checks on every built image: exists_and_available, tags_complete, not_revoked,
+template_valid, up_to_date.
+
+They run as their own step after the image's materialization (one multi-asset check per image),
+not as results yielded with the MaterializeResult, because most of what they check changes after
+the build: an image is revoked, deleted by hand or by retention, re-tagged, or its parent asset
+is rebuilt. A separate check can be re-executed on its own (UI "Execute checks", a schedule)
+and then reports the image as it is now; it still runs right after every build, and the blocking
+ones still keep children from building on a bad image within that run (Dagster skips the
+downstream steps). The first three are blocking: a child built on a missing, untraceable or
+revoked image is exactly what must not happen. template_valid (ERROR) and up_to_date (WARN) are
+not: an outdated image is still a sound parent, and a broken template fails its own build.
+
+Definition time is cheap: specs only; cloud, Dagster instance and packer are used when run.
+"""
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+
+from image_assets import build as buildmod
+from image_assets import gitrepos, lineage, templates
+from image_assets.assets import latest_metadata
+from image_assets.catalog import Catalog
+from image_assets.cloud import MANAGED_BY, CloudError, connect, tags_of
+from image_assets.packer import PackerCli, PackerError, resolve_binary
+
+EXISTS = "exists_and_available"
+TAGS = "tags_complete"
+NOT_REVOKED = "not_revoked"
+TEMPLATE = "template_valid"
+UP_TO_DATE = "up_to_date"
+CHECKS = (EXISTS, TAGS, NOT_REVOKED, TEMPLATE, UP_TO_DATE)
+REQUIRED_TAGS = ("ManagedBy", "ImageName", "ImageLayer", "ImageVersion", "ParentImageId", "RootImageId",
+                 "Fingerprint", "GitRefs", "DagsterRunId")
+PACKER_TIMEOUT = 120
+OUTPUT_LIMIT = 2000  # characters of packer output kept in check metadata
+
+_DESCRIPTIONS = {
+    EXISTS: "The asset's current image exists in the target and is available.",
+    TAGS: "The image carries every image-assets tag, equal to the materialization metadata.",
+    NOT_REVOKED: "The asset's current image is not tagged Revoked.",
+    TEMPLATE: "`packer validate -syntax-only`, `packer fmt -check` and `packer validate` with the catalog "
+              "variables pass on the image's template.",
+    UP_TO_DATE: "The image was built on the current image of its parent asset (and so were its ancestors).",
+}
+BLOCKING = {EXISTS, TAGS, NOT_REVOKED}
+
+
+def check_specs(name: str) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(check, asset=name, blocking=check in BLOCKING, description=_DESCRIPTIONS[check])
+            for check in CHECKS]
+
+
+def _result(name: str, check: str, passed: bool, description: str, severity=dg.AssetCheckSeverity.ERROR,
+            **metadata) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(asset_key=dg.AssetKey([name]), check_name=check, passed=passed,
+                               severity=severity, description=description, metadata=metadata)
+
+
+# --- the checks, as plain functions of (catalog, name, metadata, image) ----------------------
+
+
+def exists_and_available(name: str, image_id: str, image: dict | None, where: str) -> dg.AssetCheckResult:
+    if image is None:
+        return _result(name, EXISTS, False, f"image {image_id} does not exist in {where}", image_id=image_id)
+    state = image.get("State", "")
+    return _result(name, EXISTS, state == "available", f"image {image_id} is {state} in {where}",
+                   image_id=image_id, state=state)
+
+
+def expected_tags(catalog: Catalog, name: str, meta: dict) -> dict[str, str | None]:
+    """Tag -> the value the materialization implies (None: must be present, value not recorded)."""
+    return {
+        "ManagedBy": MANAGED_BY, "ImageName": name, "ImageLayer": catalog.images[name].layer.value,
+        "ImageVersion": meta.get("image_version"), "ParentImageId": meta.get("parent_image_id"),
+        "RootImageId": meta.get("root_image_id"), "Fingerprint": meta.get("fingerprint"),
+        "GitRefs": None, "DagsterRunId": None,  # a reused image keeps the run and tag names of its build
+    }
+
+
+def _commits_from_tag(value: str) -> dict[str, str]:
+    pairs = (part.split("=", 1) for part in value.split() if "=" in part)
+    return {repo: ref.rpartition("@")[2] for repo, ref in pairs}
+
+
+def tags_complete(catalog: Catalog, name: str, meta: dict, image: dict | None) -> dg.AssetCheckResult:
+    if image is None:
+        return _result(name, TAGS, False, f"image {meta['image_id']} does not exist: no tags to check")
+    tags = tags_of(image)
+    missing = [k for k in REQUIRED_TAGS if not tags.get(k)]
+    wrong = {k: f"tag {tags[k]!r} != materialization {want!r}"
+             for k, want in expected_tags(catalog, name, meta).items()
+             if want is not None and tags.get(k) and tags[k] != want}
+    # git refs: the commits must match; tag names may differ on a reused image (same commits).
+    meta_commits = {repo: str(ref).rpartition("@")[2] for repo, ref in (meta.get("git_refs") or {}).items()}
+    if tags.get("GitRefs") and "git_refs" in meta and _commits_from_tag(tags["GitRefs"]) != meta_commits:
+        wrong["GitRefs"] = f"tag {tags['GitRefs']!r} != materialization {meta.get('git_refs')!r}"
+    problems = [f"missing {k}" for k in missing] + [f"{k}: {v}" for k, v in wrong.items()]
+    return _result(name, TAGS, not problems, "; ".join(problems) or f"all {len(REQUIRED_TAGS)} tags match",
+                   missing=missing, mismatched=sorted(wrong))
+
+
+def not_revoked(name: str, image_id: str, image: dict | None) -> dg.AssetCheckResult:
+    revoked = tags_of(image or {}).get("Revoked", "")
+    if revoked:
+        return _result(name, NOT_REVOKED, False,
+                        f"image {image_id} is revoked ({revoked}); rebuild it: "
+                        f"dagster asset materialize -m definitions --select '{name}*'", revoked=revoked)
+    return _result(name, NOT_REVOKED, True, f"image {image_id} is not revoked")
+
+
+def up_to_date(catalog: Catalog, name: str, chain: list[lineage.Link], current: dict) -> dg.AssetCheckResult:
+    fresh = lineage.freshness(catalog, name, chain, current)
+    description = fresh.cause or f"built on {fresh.built_on}, the current image of {fresh.parent!r}"
+    return _result(name, UP_TO_DATE, fresh.status == "current", description, severity=dg.AssetCheckSeverity.WARN,
+                   status=fresh.status, built_on=fresh.built_on, expected_parent=fresh.expected_parent or "")
+
+
+# --- template_valid ---------------------------------------------------------------------------
+
+
+def _run_packer(binary: str, args: list[str], cwd: Path) -> tuple[int, str]:
+    env = {**os.environ, "CHECKPOINT_DISABLE": "1"}
+    try:
+        done = subprocess.run([binary, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=PACKER_TIMEOUT, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return -1, f"timed out after {PACKER_TIMEOUT}s"
+    return done.returncode, (done.stdout + done.stderr).strip()
+
+
+def _placeholder_vars(catalog: Catalog, name: str, template_dir: Path) -> dict:
+    """Catalog variables plus placeholders for what the build injects (and for secrets)."""
+    image = catalog.images[name]
+    injected = {"image_name": name, "image_version": "0.0.0", "source_image_id": "ami-00000000",
+                "region": catalog.defaults.region, "tags": {"ManagedBy": MANAGED_BY},
+                "sandbox_endpoint": "http://127.0.0.1:1"}
+    declared = templates.declared_variables(template_dir)
+    return {**{k: v for k, v in injected.items() if k in declared}, **image.variables,
+            **{k: "placeholder" for k in image.secrets}}
+
+
+def validate_template(binary: str, catalog: Catalog, name: str, template_dir: Path) -> list[dict]:
+    """Each packer step with its exit code and output; all passed when every code is 0."""
+    steps = []
+
+    def step(args: list[str], cwd: Path) -> bool:
+        code, output = _run_packer(binary, [*args, str(template_dir)], cwd)
+        steps.append({"command": "packer " + " ".join(args), "exit_code": code, "output": output[-OUTPUT_LIMIT:]})
+        return code == 0
+
+    with tempfile.TemporaryDirectory(prefix="image-assets-validate-") as tmp:
+        if not step(["validate", "-syntax-only"], Path(tmp)):
+            return steps  # a template that does not parse gives nothing more to learn
+        step(["fmt", "-check", "-diff"], Path(tmp))
+        var_file = Path(tmp) / "variables.pkrvars.json"
+        var_file.write_text(json.dumps(_placeholder_vars(catalog, name, template_dir)))
+        step(["validate", f"-only={buildmod.SOURCES.get(catalog.target, '')}", f"-var-file={var_file}"], Path(tmp))
+    return steps
+
+
+_validated: dict[tuple, list[dict]] = {}  # images share templates: one validation per input, per process
+
+
+def _validate_cached(binary: str, catalog: Catalog, name: str, template_dir: Path) -> list[dict]:
+    image = catalog.images[name]
+    key = (binary, str(template_dir), templates.content_digest(template_dir), catalog.target, catalog.defaults.region,
+           name, json.dumps(image.variables, sort_keys=True, default=str), tuple(sorted(image.secrets)))
+    if key not in _validated:
+        _validated[key] = validate_template(binary, catalog, name, template_dir)
+    return _validated[key]
+
+
+def template_valid(binary: str, catalog: Catalog, name: str) -> dg.AssetCheckResult:
+    repo, path = catalog.template_ref(name)
+    try:
+        if repo:  # a template in a git repo: validate it at the tag a build would use now
+            ref = buildmod.resolve_refs(catalog, name)[repo]
+            with tempfile.TemporaryDirectory(prefix="image-assets-template-") as tmp:
+                template_dir = gitrepos.checkout(catalog.repos[repo].url, ref, Path(tmp) / repo) / path
+                steps = validate_template(binary, catalog, name, template_dir)
+            where = f"{repo}:{path} at {ref}"
+        else:
+            template_dir = catalog.template_dir(name)
+            steps = _validate_cached(binary, catalog, name, template_dir)
+            where = str(template_dir)
+    except (buildmod.BuildError, gitrepos.GitError, templates.TemplateError, OSError) as exc:
+        return _result(name, TEMPLATE, False, f"template {catalog.images[name].template}: {exc}")
+    failed = [s for s in steps if s["exit_code"] != 0]
+    if failed:
+        first = failed[0]
+        hint = f" (run `packer fmt {where}` to fix)" if first["command"].startswith("packer fmt") else ""
+        description = f"`{first['command']}` failed on {where}{hint}: {first['output'][:500]}"
+    else:
+        description = f"packer validate and fmt -check pass on {where}"
+    return _result(name, TEMPLATE, not failed, description, template=where,
+                   steps=dg.MetadataValue.json(steps))
+
+
+# --- evaluation and the Dagster definitions ---------------------------------------------------
+
+
+def evaluate(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected: set[str],
+             packer_binary: str) -> Iterator[dg.AssetCheckResult]:
+    """Results of the selected checks for the asset's current image (its latest materialization)."""
+    meta = latest_metadata(instance, name)
+    if TEMPLATE in selected:
+        yield template_valid(packer_binary, catalog, name)
+    cloud_checks = [c for c in CHECKS if c in selected and c != TEMPLATE]
+    if not cloud_checks:
+        return
+    if not meta or not meta.get("image_id"):
+        for check in cloud_checks:
+            yield _result(name, check, False, f"asset {name!r} has no materialization in this Dagster instance")
+        return
+    image_id = meta["image_id"]
+    try:
+        cloud = connect(catalog.target, catalog.defaults.region)
+        image = cloud.get_image(image_id)
+    except CloudError as exc:
+        for check in cloud_checks:
+            yield _result(name, check, False, f"cannot check image {image_id}: {exc}")
+        return
+    if EXISTS in selected:
+        yield exists_and_available(name, image_id, image, cloud.where)
+    if TAGS in selected:
+        yield tags_complete(catalog, name, meta, image)
+    if NOT_REVOKED in selected:
+        yield not_revoked(name, image_id, image)
+    if UP_TO_DATE in selected:
+        current = {n: (latest_metadata(instance, n) or {}).get("image_id") for n in catalog.chain(name)[1:]}
+        try:
+            yield up_to_date(catalog, name, lineage.lineage(cloud, image_id), current)
+        except (lineage.LineageError, CloudError) as exc:
+            yield _result(name, UP_TO_DATE, False, str(exc), severity=dg.AssetCheckSeverity.WARN)
+
+
+def image_check(catalog: Catalog, name: str) -> dg.AssetChecksDefinition:
+    @dg.multi_asset_check(name=f"{name.replace('-', '_')}_checks", specs=check_specs(name), can_subset=True,
+                          description=f"Checks of the current {name} image")
+    def _checks(context: dg.AssetCheckExecutionContext, packer: PackerCli):
+        selected = {key.name for key in context.selected_asset_check_keys}
+        try:
+            binary = resolve_binary(packer.binary)
+        except PackerError as exc:
+            binary = None
+            if TEMPLATE in selected:
+                selected.discard(TEMPLATE)
+                yield _result(name, TEMPLATE, False, str(exc))
+        yield from evaluate(catalog, name, context.instance, selected, binary or "packer")
+
+    return _checks
+
+
+def image_checks(catalog: Catalog) -> list[dg.AssetChecksDefinition]:
+    return [image_check(catalog, n) for n, img in catalog.images.items() if img.parent]

@@ -1,0 +1,310 @@
+"""Revocation and retention of built images, as plain functions and as Dagster jobs.
+
+The cloud's tags are the source of truth (Revoked, ParentImageId, ManagedBy); every change is
+also recorded as an AssetObservation on the image's asset (key = its ImageName), so the UI shows
+when an image was revoked or deleted, and why.
+"""
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import boto3
+import botocore.exceptions
+import dagster as dg
+from botocore.config import Config
+from botocore.parsers import ResponseParserError
+
+from image_assets import sandbox
+from image_assets.assets import latest_metadata
+from image_assets.catalog import Catalog
+from image_assets.cloud import MANAGED_BY, Cloud, CloudError, connect, tags_of
+
+TAG_VALUE_LIMIT = 256  # EC2 tag values: at most 256 Unicode characters
+REVOKED_TAG = "Revoked"
+
+
+class LifecycleError(RuntimeError):
+    pass
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _stamp(at: datetime) -> str:
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _created(image: dict) -> datetime:
+    text = image.get("CreationDate") or "1970-01-01T00:00:00Z"
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# --- revocation -------------------------------------------------------------------------------
+
+
+@dataclass
+class Revocation:
+    image_id: str
+    name: str
+    tag: str  # the Revoked tag value
+    via: str  # the image whose revocation caused this one (itself for the root)
+    already: bool = False  # was revoked before: tag kept as it was, nothing recorded again
+    deprecation: str = ""  # what happened to the cloud's deprecation time
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def revoked_value(at: datetime, reason: str, root_id: str, image_id: str) -> str:
+    reason = re.sub(r"\s+", " ", reason).strip()
+    via = "" if root_id == image_id else f" (built on revoked {root_id})"
+    return f"{_stamp(at)}{via}: {reason}"[:TAG_VALUE_LIMIT]
+
+
+def descendants(images: list[dict], image_id: str) -> list[dict]:
+    """Managed images built on image_id, transitively (by ParentImageId tags), parents first."""
+    children: dict[str, list[dict]] = {}
+    for image in images:
+        children.setdefault(tags_of(image).get("ParentImageId", ""), []).append(image)
+    out, queue, seen = [], [image_id], {image_id}
+    while queue:
+        for child in children.get(queue.pop(0), []):
+            if child["ImageId"] not in seen:
+                seen.add(child["ImageId"])
+                out.append(child)
+                queue.append(child["ImageId"])
+    return out
+
+
+def deprecate(cloud: Cloud, image_id: str, at: datetime) -> str:
+    """Set the image's deprecation time; returns what happened (the sandbox may not support it)."""
+    # AWS rounds to the minute and refuses a past time: the next whole minute plus one.
+    when = (at + timedelta(minutes=2)).replace(second=0, microsecond=0)
+    client = cloud.ec2
+    if cloud.endpoint:
+        # Measured: moto 5.2.5 answers EnableImageDeprecation with HTTP 500 (not implemented);
+        # a client without retries makes that one quick call instead of five with back-off.
+        client = boto3.client("ec2", region_name=cloud.region, endpoint_url=cloud.endpoint,
+                              aws_access_key_id=sandbox.CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                              aws_secret_access_key=sandbox.CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                              config=Config(retries={"total_max_attempts": 1}))
+    try:
+        client.enable_image_deprecation(ImageId=image_id, DeprecateAt=when)
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, ResponseParserError) as exc:
+        if not cloud.endpoint:
+            raise
+        return f"not set: {cloud.where} does not support EnableImageDeprecation ({type(exc).__name__})"
+    return f"deprecated at {_stamp(when)}"
+
+
+def revoke(cloud: Cloud, image_id: str, reason: str, at: datetime | None = None) -> list[Revocation]:
+    """Tag the image and every managed image built on it (transitively) Revoked; set deprecation."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise LifecycleError("a revocation needs a reason (--reason TEXT)")
+    at = at or utcnow()
+    image = cloud.get_image(image_id)
+    if image is None:
+        raise LifecycleError(f"image {image_id} does not exist in {cloud.where}")
+    if tags_of(image).get("ManagedBy") != MANAGED_BY:
+        raise LifecycleError(f"image {image_id} ({image.get('Name', '')}) is not managed by image-assets "
+                             f"(no ManagedBy={MANAGED_BY} tag): only images this project built can be revoked")
+    out = []
+    for target in [image, *descendants(cloud.managed_images(), image_id)]:
+        tags = tags_of(target)
+        entry = Revocation(target["ImageId"], tags.get("ImageName", ""), tags.get(REVOKED_TAG, ""), image_id)
+        if entry.tag:
+            entry.already = True  # keep the first reason and time; still walk its descendants
+        else:
+            entry.tag = revoked_value(at, reason, image_id, target["ImageId"])
+            cloud.tag(target["ImageId"], {REVOKED_TAG: entry.tag})
+            entry.deprecation = deprecate(cloud, target["ImageId"], at)
+        out.append(entry)
+    return out
+
+
+def revocation_observation(entry: Revocation, reason: str) -> dg.AssetObservation:
+    return dg.AssetObservation(
+        asset_key=dg.AssetKey([entry.name]),
+        description=f"image {entry.image_id} revoked: {entry.tag}",
+        metadata={"action": "revoked", "image_id": entry.image_id, "reason": reason, "revoked": entry.tag,
+                  "revoked_via": entry.via, "deprecation": entry.deprecation},
+    )
+
+
+# --- retention --------------------------------------------------------------------------------
+
+
+@dataclass
+class Decision:
+    image_id: str
+    name: str
+    created: str
+    delete: bool
+    reason: str
+    snapshots: list[str] = field(default_factory=list)
+    parent_image_id: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _newest_first(images: list[dict]) -> list[dict]:
+    # CreationDate has 1-second resolution on the sandbox: the version and id break ties stably.
+    return sorted(images, key=lambda i: (i.get("CreationDate", ""), tags_of(i).get("ImageVersion", ""),
+                                         i["ImageId"]), reverse=True)
+
+
+def plan_retention(catalog: Catalog, images: list[dict], current: Mapping[str, str | None],
+                   now: datetime | None = None) -> list[Decision]:
+    """Keep or delete each managed image; pure, so it is tested without a cloud.
+
+    Kept: the newest `keep` per image name, anything younger than `min_age`, the current
+    materialization of every asset, images not yet available, and every ancestor of a kept image.
+    Names not in the catalog, or whose asset has no materialization in this Dagster instance,
+    are left alone entirely: without a policy or the current image, deleting would be a guess.
+    """
+    now = now or utcnow()
+    images = [i for i in images if tags_of(i).get("ManagedBy") == MANAGED_BY]
+    by_name: dict[str, list[dict]] = {}
+    for image in images:
+        by_name.setdefault(tags_of(image).get("ImageName", ""), []).append(image)
+    current_ids = {v for v in current.values() if v}
+    decisions: dict[str, Decision] = {}
+    for name, group in by_name.items():
+        policy = catalog.images[name].retention if name in catalog.images else None
+        for rank, image in enumerate(_newest_first(group)):
+            def decide(delete: bool, reason: str, image=image):
+                decisions[image["ImageId"]] = Decision(
+                    image["ImageId"], name, image.get("CreationDate", ""), delete, reason,
+                    [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", [])
+                     if m.get("Ebs", {}).get("SnapshotId")],
+                    tags_of(image).get("ParentImageId", ""))
+            if policy is None:
+                decide(False, f"image name {name!r} is not in the catalog: no retention policy")
+            elif not current.get(name):
+                decide(False, f"asset {name!r} has no materialization in this Dagster instance")
+            elif image["ImageId"] in current_ids:
+                decide(False, "current materialization")
+            elif rank < policy.keep:
+                decide(False, f"among the newest {policy.keep}")
+            elif now - _created(image) < policy.min_age_delta:
+                decide(False, f"younger than min_age {policy.min_age}")
+            elif image.get("State") == "pending":
+                decide(False, "pending (a build in progress)")
+            else:
+                decide(True, f"beyond the newest {policy.keep} and older than {policy.min_age}")
+    # The parent of a kept image stays, and so on up its chain (kept children must stay traceable).
+    for decision in list(decisions.values()):
+        child, seen = decision, {decision.image_id}
+        while not child.delete and child.parent_image_id in decisions and child.parent_image_id not in seen:
+            parent = decisions[child.parent_image_id]
+            if parent.delete:
+                parent.delete, parent.reason = False, f"parent of kept image {child.image_id}"
+            seen.add(parent.image_id)
+            child = parent
+    return sorted(decisions.values(), key=lambda d: (d.name, d.created, d.image_id))
+
+
+def apply_retention(cloud: Cloud, decisions: list[Decision]) -> list[Decision]:
+    """Deregister each image planned for deletion and delete its snapshots; returns those deleted."""
+    deleted = []
+    for decision in decisions:
+        if not decision.delete:
+            continue
+        image = cloud.get_image(decision.image_id)
+        if image is None:
+            continue  # gone already (another run, or by hand)
+        if tags_of(image).get("ManagedBy") != MANAGED_BY:  # re-checked right before the delete
+            raise LifecycleError(f"refusing to delete {decision.image_id}: not managed by image-assets")
+        decision.snapshots = cloud.deregister(image)
+        deleted.append(decision)
+    return deleted
+
+
+def retention(catalog: Catalog, cloud: Cloud, current: Mapping[str, str | None], dry_run: bool,
+              record: Callable[[dg.AssetObservation], None], now: datetime | None = None) -> list[Decision]:
+    decisions = plan_retention(catalog, cloud.managed_images(), current, now)
+    if dry_run:
+        return decisions
+    at = _stamp(now or utcnow())
+    for decision in apply_retention(cloud, decisions):
+        record(dg.AssetObservation(
+            asset_key=dg.AssetKey([decision.name]),
+            description=f"image {decision.image_id} deleted by retention: {decision.reason}",
+            metadata={"action": "deleted", "image_id": decision.image_id, "reason": decision.reason,
+                      "deleted_at": at, "created": decision.created, "snapshots": decision.snapshots},
+        ))
+    return decisions
+
+
+def current_images(catalog: Catalog, instance: dg.DagsterInstance) -> dict[str, str | None]:
+    """The image id of every asset's latest materialization (None: never materialized)."""
+    return {name: (latest_metadata(instance, name) or {}).get("image_id") for name in catalog.images}
+
+
+# --- Dagster jobs and schedule ----------------------------------------------------------------
+
+
+class RevokeConfig(dg.Config):
+    image_id: str
+    reason: str
+
+
+class RetentionConfig(dg.Config):
+    dry_run: bool = False
+
+
+def _cloud(catalog: Catalog) -> Cloud:
+    try:
+        return connect(catalog.target, catalog.defaults.region)
+    except CloudError as exc:
+        raise dg.Failure(description=str(exc)) from None
+
+
+def lifecycle_jobs(catalog: Catalog) -> list[dg.JobDefinition]:
+    @dg.op(name="revoke_image_and_descendants")
+    def revoke_op(context: dg.OpExecutionContext, config: RevokeConfig) -> None:
+        try:
+            entries = revoke(_cloud(catalog), config.image_id, config.reason)
+        except (LifecycleError, CloudError) as exc:
+            raise dg.Failure(description=str(exc)) from None
+        for entry in entries:
+            if entry.already:
+                context.log.info(f"{entry.image_id} ({entry.name}) was already revoked: {entry.tag}")
+            else:
+                context.log.info(f"revoked {entry.image_id} ({entry.name}): {entry.tag}; {entry.deprecation}")
+                context.log_event(revocation_observation(entry, config.reason))
+
+    @dg.op(name="apply_retention")
+    def retention_op(context: dg.OpExecutionContext, config: RetentionConfig) -> None:
+        try:
+            decisions = retention(catalog, _cloud(catalog), current_images(catalog, context.instance),
+                                  config.dry_run, context.log_event)
+        except (LifecycleError, CloudError) as exc:
+            raise dg.Failure(description=str(exc)) from None
+        verb = "would delete" if config.dry_run else "deleted"
+        for d in decisions:
+            context.log.info(f"{verb if d.delete else 'keep'} {d.image_id} ({d.name}, {d.created}): {d.reason}")
+
+    # One op each: the in-process executor avoids a step process per run.
+    @dg.job(name="revoke_image", executor_def=dg.in_process_executor,
+            description="Tag an image and every image built on it Revoked, with a reason; set deprecation.")
+    def revoke_image():
+        revoke_op()
+
+    @dg.job(name="image_retention", executor_def=dg.in_process_executor,
+            description="Deregister images (and delete their snapshots) beyond each image's retention policy.")
+    def image_retention():
+        retention_op()
+
+    return [revoke_image, image_retention]
+
+
+def retention_schedule(job: dg.JobDefinition) -> dg.ScheduleDefinition:
+    # Ships stopped: deleting images is switched on deliberately (UI or `dagster schedule start`).
+    return dg.ScheduleDefinition(name="image_retention_daily", job=job, cron_schedule="0 4 * * *",
+                                 execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.STOPPED)

@@ -1,0 +1,161 @@
+"""Where an image came from, and whether it is outdated, from image tags alone.
+
+Every image the project builds carries `ParentImageId`; following it upwards reaches the vendor
+root, the first image without `ManagedBy=image-assets`. Nothing here reads Dagster: callers pass
+the current image of each asset (its latest materialization) where freshness needs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+
+from image_assets.catalog import Catalog
+from image_assets.cloud import MANAGED_BY, Cloud, tags_of
+
+MAX_DEPTH = 32  # far more layers than any catalog has; stops a forged tag loop early
+
+
+class LineageError(RuntimeError):
+    pass
+
+
+@dataclass
+class Link:
+    image_id: str
+    name: str  # ImageName tag; the AMI name for an unmanaged (vendor) image
+    layer: str  # ImageLayer tag; "vendor" for the unmanaged root
+    version: str
+    state: str  # EC2 state, or "missing" when the image no longer exists
+    managed: bool
+    parent_image_id: str = ""
+    root_image_id: str = ""  # RootImageId tag, to cross-check the walk
+    revoked: str = ""
+    created: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def link(image_id: str, image: dict | None) -> Link:
+    if image is None:
+        return Link(image_id, "", "", "", "missing", False)
+    tags = tags_of(image)
+    managed = tags.get("ManagedBy") == MANAGED_BY
+    return Link(
+        image_id=image_id,
+        name=tags.get("ImageName", "") if managed else image.get("Name", ""),
+        layer=tags.get("ImageLayer", "") if managed else "vendor",
+        version=tags.get("ImageVersion", ""),
+        state=image.get("State", ""),
+        managed=managed,
+        parent_image_id=tags.get("ParentImageId", "") if managed else "",
+        root_image_id=tags.get("RootImageId", "") if managed else "",
+        revoked=tags.get("Revoked", ""),
+        created=image.get("CreationDate", ""),
+    )
+
+
+def walk(lookup: Callable[[str], dict | None], image_id: str) -> list[Link]:
+    """The image and its ancestors, child first, ending at the first unmanaged or missing image."""
+    chain: list[Link] = []
+    current = image_id
+    while current:
+        if any(l.image_id == current for l in chain) or len(chain) >= MAX_DEPTH:
+            raise LineageError(f"ParentImageId tags of {image_id} loop or run deeper than {MAX_DEPTH}: "
+                               + " -> ".join(l.image_id for l in chain + [link(current, None)]))
+        chain.append(link(current, lookup(current)))
+        current = chain[-1].parent_image_id if chain[-1].managed else ""
+    return chain
+
+
+def lineage(cloud: Cloud, image_id: str) -> list[Link]:
+    return walk(cloud.get_image, image_id)
+
+
+def lineage_ids(cloud: Cloud, image_id: str) -> list[str]:
+    return [l.image_id for l in lineage(cloud, image_id)]
+
+
+def problems(chain: list[Link]) -> list[str]:
+    """Inconsistencies a reader of the lineage should see (the walk itself never guesses)."""
+    out = []
+    head, root = chain[0], chain[-1]
+    if not head.managed and head.state != "missing":
+        out.append(f"{head.image_id} is not managed by image-assets (no ManagedBy={MANAGED_BY} tag)")
+    if root.state == "missing":
+        out.append(f"{root.image_id} no longer exists: the lineage ends there")
+    if head.root_image_id and len(chain) > 1 and head.root_image_id != root.image_id:
+        out.append(f"RootImageId tag of {head.image_id} is {head.root_image_id}, but the ParentImageId chain "
+                   f"ends at {root.image_id}")
+    return out
+
+
+# --- Outdated images ---------------------------------------------------------------------------
+
+
+@dataclass
+class Freshness:
+    name: str
+    image_id: str
+    parent: str  # the parent asset
+    built_on: str  # ParentImageId: the parent image it was built on
+    expected_parent: str | None  # the parent asset's current image (None: never materialized)
+    status: str  # "current" | "outdated" | "unknown"
+    cause: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def freshness(catalog: Catalog, name: str, chain: list[Link], current: Mapping[str, str | None]) -> Freshness:
+    """Compare each ancestor in the image's lineage with the current image of the asset at that level.
+
+    Outdated = the parent asset has a newer image than the one this image was built on, or the
+    same holds for an ancestor (the parent is itself outdated): rebuilding the subtree fixes both.
+    """
+    assets = catalog.chain(name)  # [name, parent, ..., vendor]
+    ids = [l.image_id for l in chain]
+    parent = assets[1] if len(assets) > 1 else ""
+    result = Freshness(name, ids[0], parent, ids[1] if len(ids) > 1 else "", current.get(parent), "current")
+    for level in range(1, len(assets)):
+        want = current.get(assets[level])
+        if level >= len(ids):
+            result.status = "unknown"
+            result.cause = (f"lineage of {ids[0]} ends at {ids[-1]} ({chain[-1].state}) before reaching "
+                            f"{assets[level]!r}; the image cannot be traced")
+            return result
+        if want and ids[level] != want:
+            result.status = "outdated"
+            if level == 1:
+                result.cause = f"parent {parent!r} has a newer image {want}; this image was built on {ids[1]}"
+            else:
+                result.cause = (f"ancestor {assets[level - 1]!r} image {ids[level - 1]} was built on "
+                                f"{assets[level]!r} {ids[level]}, whose current image is {want}")
+            return result
+    if len(ids) > len(assets):
+        result.status = "unknown"
+        result.cause = f"lineage of {ids[0]} has {len(ids)} levels but the catalog chain {assets} has {len(assets)}"
+    return result
+
+
+def managed_index(cloud: Cloud) -> Callable[[str], dict | None]:
+    """A lookup over all managed images in one paginated listing; other ids (vendor roots) on demand."""
+    index: dict[str, dict | None] = {img["ImageId"]: img for img in cloud.managed_images()}
+
+    def lookup(image_id: str) -> dict | None:
+        if image_id not in index:
+            index[image_id] = cloud.get_image(image_id)
+        return index[image_id]
+
+    return lookup
+
+
+def outdated(catalog: Catalog, cloud: Cloud, current: Mapping[str, str | None]) -> list[Freshness]:
+    """Freshness of the current image of every built asset that has one."""
+    lookup = managed_index(cloud)
+    out = []
+    for name, image in catalog.images.items():
+        if image.parent and current.get(name):
+            out.append(freshness(catalog, name, walk(lookup, current[name]), current))
+    return out
