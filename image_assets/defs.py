@@ -1,5 +1,7 @@
 """The Definitions for a catalog: assets, resources, executor (sensors, checks and jobs join here)."""
 
+import os
+
 import dagster as dg
 
 from image_assets.assets import image_assets
@@ -9,12 +11,23 @@ from image_assets.lifecycle import lifecycle_jobs, retention_schedule
 from image_assets.packer import PackerCli
 from image_assets.sensors import image_sensors
 
-# Steps run in processes forked from a server that has already imported the code location,
-# so a step starts in ~0.1 s instead of re-importing everything; packer builds mostly wait on
-# the cloud, so more siblings than cores run at once (the `packer` pool caps them across runs).
-EXECUTOR = dg.multiprocess_executor.configured(
-    {"max_concurrent": 8, "start_method": {"forkserver": {"preload_modules": ["dagster", "image_assets.defs"]}}}
-)
+# Steps run in processes forked from a server that has already imported the code, and packer
+# builds mostly wait on the cloud, so more siblings than cores run at once (the `packer` pool
+# caps builds across runs). IMAGE_ASSETS_EXECUTOR=in_process trades sibling parallelism for
+# the lowest per-step overhead (one process; see bench/bench_overhead.py).
+EXECUTORS = {
+    "multiprocess": dg.multiprocess_executor.configured(
+        {"max_concurrent": 8, "start_method": {"forkserver": {"preload_modules": ["dagster", "definitions"]}}}
+    ),
+    "in_process": dg.in_process_executor,
+}
+
+
+def executor():
+    name = os.environ.get("IMAGE_ASSETS_EXECUTOR", "multiprocess")
+    if name not in EXECUTORS:
+        raise ValueError(f"IMAGE_ASSETS_EXECUTOR={name!r}: choose one of {', '.join(EXECUTORS)}")
+    return EXECUTORS[name]
 
 
 def build_defs(catalog: Catalog) -> dg.Definitions:
@@ -25,6 +38,6 @@ def build_defs(catalog: Catalog) -> dg.Definitions:
         jobs=[revoke_job, retention_job],
         schedules=[retention_schedule(retention_job)],
         resources={"packer": PackerCli()},
-        executor=EXECUTOR,
+        executor=executor(),
         sensors=image_sensors(catalog),
     )
