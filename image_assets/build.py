@@ -197,8 +197,7 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
     target, region = catalog.target, catalog.defaults.region
     if target not in SOURCES:
         raise BuildError(f"image {name!r}: unknown target {target!r}")
-    cloud = cloudmod.connect(target, region)
-    cloud.check_reachable()  # a clear failure naming the endpoint, before anything else happens
+    cloud = cloudmod.connect(target, region)  # reachability was checked by build_image
 
     parent_image = cloudmod.require_available(cloud, parent.image_id, f"parent ({image.parent})")
     revoked = cloudmod.tags_of(parent_image).get("Revoked")

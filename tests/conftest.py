@@ -86,3 +86,18 @@ def materialize(catalog, instance, selection="*", tags=None, raise_on_error=True
 def latest(instance, name) -> dict:
     event = instance.get_latest_materialization_event(dg.AssetKey([name]))
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def sandbox_inventory(cloud) -> dict[str, set]:
+    """What a build can leave behind in the sandbox, by id; terminated instances do not count."""
+    ec2 = cloud.ec2
+    instances = {i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+                 if i["State"]["Name"] not in ("terminated", "shutting-down")}
+    return {
+        "instances": instances,
+        "images": {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]},
+        "snapshots": {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]},
+        "volumes": {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"] if v["State"] != "deleted"},
+        "security_groups": {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]},
+        "key_pairs": {k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]},
+    }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import PROJECT, latest, materialize, write_demo_catalog
+from conftest import PROJECT, latest, materialize, sandbox_inventory, write_demo_catalog
 
 from image_assets import cloud as cloudmod
 from image_assets.catalog import load_catalog
@@ -17,20 +17,6 @@ REQUIRED_TAGS = ["ManagedBy", "ImageName", "ImageLayer", "ImageVersion", "Parent
                  "Fingerprint", "GitRefs", "DagsterRunId"]
 REQUIRED_METADATA = ["image_id", "region", "parent_image_id", "root_image_id", "fingerprint", "reused",
                      "git_refs", "packer_version", "build_seconds"]
-
-
-def sandbox_inventory(cloud) -> dict[str, set]:
-    """What a build can leave behind, by id; terminated instances do not count."""
-    ec2 = cloud.ec2
-    instances = {i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
-                 if i["State"]["Name"] not in ("terminated", "shutting-down")}
-    return {
-        "instances": instances,
-        "images": {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]},
-        "snapshots": {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]},
-        "security_groups": {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]},
-        "key_pairs": {k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]},
-    }
 
 
 def test_demo_tree_through_the_cli_then_reused(tmp_path, work_dir, cloud):

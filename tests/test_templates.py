@@ -74,6 +74,14 @@ def test_all_template_dirs_exist():
     assert ids(TEMPLATE_DIRS) == [f"{c}/{o}" for c in ("aws", "azure", "gcp") for o in ("linux", "windows")]
 
 
+def test_every_template_links_the_one_injected_variables_file():
+    common = PACKER_DIR / "common" / "injected.pkr.hcl"
+    assert packer("fmt", "-check", common.parent).returncode == 0
+    for template_dir in TEMPLATE_DIRS:
+        link = template_dir / "injected.pkr.hcl"
+        assert link.is_symlink() and link.resolve() == common.resolve(), template_dir
+
+
 @needs_packer
 @pytest.mark.parametrize("template_dir", TEMPLATE_DIRS, ids=ids(TEMPLATE_DIRS))
 def test_fmt_check(template_dir):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from conftest import sandbox_inventory as inventory  # noqa: F401  (re-exported for the fault tests)
 
 PROJECT = Path(__file__).resolve().parents[2]
 TEMPLATE = Path(__file__).resolve().parent / "template"
@@ -75,18 +76,3 @@ def pids_with_env(key: str, value: str) -> list[int]:
         except OSError:
             continue
     return found
-
-
-def inventory(cloud) -> dict[str, set]:
-    """What a build can leave behind, by id; terminated instances do not count."""
-    ec2 = cloud.ec2
-    instances = {i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
-                 if i["State"]["Name"] not in ("terminated", "shutting-down")}
-    return {
-        "instances": instances,
-        "images": {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]},
-        "snapshots": {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]},
-        "volumes": {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"] if v["State"] != "deleted"},
-        "security_groups": {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]},
-        "key_pairs": {k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]},
-    }

@@ -1,48 +1,8 @@
 # Variables of the GCP Linux template. Every layer (global, product, service) builds from this
 # one template; layers differ only by the values below and the provisioning content they name.
 
-# --- Injected by the build (written into a JSON var-file by image_assets) ---
-
-variable "image_name" {
-  type        = string
-  description = "Catalog name of the image being built, e.g. global-linux."
-  validation {
-    condition     = length(var.image_name) > 0
-    error_message = "The image_name must not be empty."
-  }
-}
-
-variable "image_version" {
-  type        = string
-  description = "Version of this build; the AMI is named <image_name>-<image_version>."
-}
-
-variable "source_image_id" {
-  type        = string
-  description = "Parent image: projects/<project>/global/images/<name>, <project>/<name>, or a name in project_id."
-}
-
-variable "region" {
-  type        = string
-  description = "GCP region, e.g. europe-west1; the build VM runs in its zone given by zone."
-}
-
-variable "tags" {
-  type        = map(string)
-  description = "Tags for the image and for every instance, volume and snapshot the build creates."
-}
-
-variable "sandbox_endpoint" {
-  type        = string
-  default     = ""
-  description = "Declared for the common var-file; GCP has no sandbox source."
-}
-
-variable "manifest_path" {
-  type        = string
-  default     = "manifest.json"
-  description = "Where the manifest post-processor writes (it appends, so give each build its own)."
-}
+# The injected variables (image_name, source_image_id, tags, ...) are in injected.pkr.hcl,
+# linked from packer/common.
 
 # --- Layer variables (set per image in the catalog) ---
 
