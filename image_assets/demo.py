@@ -97,5 +97,13 @@ if __name__ == "__main__":
             print(f"demo repo {repo}: {path}")
     elif command == "summary":
         summary()
+    elif command == "cursor":
+        # What git_tag_sensor records as its baseline right now, for `dagster sensor preview --cursor`.
+        import logging
+
+        from image_assets.catalog import load_catalog
+        from image_assets.sensors import evaluate_git_tags
+
+        print(evaluate_git_tags(load_catalog(), None, logging.getLogger("image_assets.demo")).cursor)
     else:
-        sys.exit("usage: python -m image_assets.demo repos [--force] | summary")
+        sys.exit("usage: python -m image_assets.demo repos [--force] | summary | cursor")
