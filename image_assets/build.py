@@ -86,9 +86,9 @@ def resolve_refs(catalog: Catalog, name: str, pinned: dict[str, str] | None = No
         try:
             ref = gitrepos.newest(gitrepos.remote_tags(spec.url, spec.tags, catalog.defaults.git_timeout_seconds))
         except gitrepos.GitError as exc:
-            raise BuildError(f"image {name!r}: repo {repo!r} ({spec.url}): {exc}") from None
+            raise BuildError(f"image {name!r}: repo {repo!r} ({gitrepos.redact_url(spec.url)}): {exc}") from None
         if ref is None:
-            raise BuildError(f"image {name!r}: repo {repo!r} ({spec.url}) has no tag matching {spec.tags!r}")
+            raise BuildError(f"image {name!r}: repo {repo!r} ({gitrepos.redact_url(spec.url)}) has no tag matching {spec.tags!r}")
         refs[repo] = ref
     return refs
 

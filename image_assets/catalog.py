@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from image_assets import templates
+from image_assets.gitrepos import redact_url
 
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "images.yaml"
 LAYER_RANK = {"vendor": 0, "global": 1, "product": 2, "service": 3}
@@ -66,7 +67,7 @@ class Repo(_Model):
     @classmethod
     def _safe_url(cls, url: str) -> str:
         if not url or _BAD_URL.search(url):
-            raise ValueError(f"{url!r} is not an accepted git URL (option-like or command transport)")
+            raise ValueError(f"{redact_url(url)!r} is not an accepted git URL (option-like or command transport)")
         return url
 
     @field_validator("tags")

@@ -27,6 +27,11 @@ class GitError(RuntimeError):
     pass
 
 
+def redact_url(text: str) -> str:
+    """Drop user:password@ from any URL in text, so no message carries a credential from a repo URL."""
+    return re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
+
+
 @dataclass(frozen=True)
 class Ref:
     tag: str
@@ -70,7 +75,7 @@ def _git(args: list[str], timeout: float, cwd: Path | None = None) -> str:
         # The first fatal line names the cause; the last is often advice ("...and the repository exists.").
         fatal = [ln for ln in lines if ln.startswith(("fatal:", "error:"))]
         why = fatal[0] if fatal else lines[-1] if lines else f"exit {done.returncode}"
-        raise GitError(f"git {args[0]} failed: {why}")
+        raise GitError(redact_url(f"git {args[0]} failed: {why}"))
     return done.stdout
 
 
@@ -108,6 +113,6 @@ def checkout(url: str, ref: Ref, dest: Path, timeout: float = 300) -> Path:
     _git(["-c", "advice.detachedHead=false", "checkout", "-q", "--detach", "FETCH_HEAD"], timeout, cwd=dest)
     head = _git(["rev-parse", "HEAD"], timeout, cwd=dest).strip()
     if head != ref.commit:
-        raise GitError(f"tag {ref.tag} of {url} now points at {head[:12]}, not {ref.commit[:12]} as resolved: "
+        raise GitError(f"tag {ref.tag} of {redact_url(url)} now points at {head[:12]}, not {ref.commit[:12]} as resolved: "
                        "it moved during the run; the next sensor tick rebuilds from the new commit")
     return dest

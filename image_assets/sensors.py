@@ -56,11 +56,6 @@ def _tag_value(text: str) -> str:
     return text if len(text) <= TAG_VALUE_MAX else text[: TAG_VALUE_MAX - 15] + " ...(truncated)"
 
 
-def _redact(text: str) -> str:
-    """Drop user:password@ from any URL in text: logs never carry a credential from a repo URL."""
-    return re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
-
-
 def _names(names: list[str], most: int = 10) -> str:
     names = sorted(names)
     return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
@@ -100,7 +95,7 @@ def list_all_tags(catalog: Catalog, log) -> dict[str, dict[str, str]]:
     pool.shutdown(wait=False, cancel_futures=True)  # stragglers end on their own git timeout
     seen = {}
     for future, repo in futures.items():
-        url = _redact(catalog.repos[repo].url)
+        url = gitrepos.redact_url(catalog.repos[repo].url)
         if future not in done:
             log.warning(f"git_tag_sensor: repo {repo!r} ({url}) did not answer within "
                         f"{TICK_BUDGET_SECONDS:.0f}s; skipped this tick, its cursor entry is kept")
@@ -108,7 +103,7 @@ def list_all_tags(catalog: Catalog, log) -> dict[str, dict[str, str]]:
         try:
             seen[repo] = future.result()
         except (gitrepos.GitError, OSError) as exc:
-            log.warning(f"git_tag_sensor: repo {repo!r} ({url}) cannot be reached: {_redact(str(exc))}; "
+            log.warning(f"git_tag_sensor: repo {repo!r} ({url}) cannot be reached: {gitrepos.redact_url(str(exc))}; "
                         "skipped this tick, its cursor entry is kept")
     return seen
 

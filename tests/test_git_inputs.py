@@ -84,3 +84,21 @@ def test_new_tag_on_the_same_commit_reuses_the_image_and_a_new_commit_rebuilds(d
     rebuilt = latest(instance, "service-urllib3")
     assert rebuilt["reused"] is False and rebuilt["image_id"] != first["image_id"]
     assert rebuilt["git_refs"]["service-urllib3"] == f"v1.1.0@{git('rev-parse', 'HEAD', cwd=clone)}"
+
+
+def test_credentials_in_a_repo_url_never_reach_an_error(demo_catalog, instance, tmp_path):
+    url = "http://builder:s3cr3t-token@127.0.0.1:9/roles.git"  # port 9: nothing listens
+    with pytest.raises(gitrepos.GitError) as info:
+        gitrepos.remote_tags(url, "v*", timeout=20)
+    assert "s3cr3t-token" not in str(info.value)
+
+    from image_assets.build import BuildError, resolve_refs
+    from image_assets.catalog import load_catalog
+    text = demo_catalog.path.read_text().replace(demo_catalog.repos["service-urllib3"].url, url)
+    text = text.replace(".demo/git/service-urllib3.git", url)
+    path = demo_catalog.path.parent / "creds.yaml"
+    path.write_text(text)
+    catalog = load_catalog(path)
+    with pytest.raises(BuildError) as info:
+        resolve_refs(catalog, "service-urllib3")
+    assert "s3cr3t-token" not in str(info.value) and "***@127.0.0.1" in str(info.value)
