@@ -1,0 +1,148 @@
+"""deploy/dagster.yaml against a real PostgreSQL server: storage, a CLI build, pools, the run queue."""
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from conftest import PROJECT, free_port, latest
+from dagster._core.run_coordinator import QueuedRunCoordinator
+from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+
+DAGSTER = str(Path(sys.executable).parent / "dagster")
+INSTALL_HINT = ("PostgreSQL server binaries (initdb, pg_ctl, postgres) and psql are needed for the "
+                "deployment tests: apt-get install postgresql (or run bin/setup)")
+CATALOG = f"""\
+defaults: {{target: sandbox, region: us-east-1}}
+images:
+  al2023:
+    layer: vendor
+    vendor: {{owners: [amazon], name: "al2023-ami-2023.*-kernel-6.1-x86_64"}}
+  deploy-linux:
+    layer: global
+    parent: al2023
+    template: {PROJECT / "packer" / "aws" / "linux"}
+    variables: {{scripts: [sshd-banner.sh]}}
+"""
+
+
+def pg_bin(name: str) -> str:
+    """On PATH (these machines), else where Debian's postgresql package puts it."""
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+    if not found:
+        pytest.fail(f"{name} not found. {INSTALL_HINT}")
+    return found
+
+
+def run(cmd, **kw):
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
+    assert result.returncode == 0, f"{cmd}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1:<free port> with a password user, always stopped."""
+    binaries = {name: pg_bin(name) for name in ("initdb", "pg_ctl", "postgres", "psql")}
+    # initdb refuses to run as root: the server runs as the postgres user, in a dir it owns
+    # (pytest's tmp dirs are root-only, so not there).
+    as_pg = []
+    if os.geteuid() == 0:
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.fail(f"no 'postgres' OS user to run the server as. {INSTALL_HINT}")
+        as_pg = [shutil.which("runuser", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin") or "runuser",
+                 "-u", "postgres", "--"]
+    base = Path(tempfile.mkdtemp(prefix="image-assets-pg-"))
+    if as_pg:
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+    data, port, password = base / "data", free_port(), "s3cret-pw"
+    try:
+        run([*as_pg, binaries["initdb"], "-D", str(data), "-U", "postgres", "-E", "UTF8",
+             "--auth-local=trust", "--auth-host=scram-sha-256"])
+        with open(data / "postgresql.conf", "a") as conf:
+            # TCP on loopback only, the socket in our dir (not /var/run), no fsync: a test server.
+            conf.write(f"listen_addresses = '127.0.0.1'\nport = {port}\n"
+                       f"unix_socket_directories = '{base}'\nfsync = off\n")
+        run([*as_pg, binaries["pg_ctl"], "-D", str(data), "-l", str(base / "server.log"), "-w", "start"])
+        psql = [binaries["psql"], "-h", str(base), "-p", str(port), "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-qAt"]
+        run([*psql, "-d", "postgres", "-c", f"CREATE ROLE dagster LOGIN PASSWORD '{password}'",
+             "-c", "CREATE DATABASE dagster OWNER dagster"])
+        yield {"host": "127.0.0.1", "port": port, "user": "dagster", "password": password, "db": "dagster",
+               "psql": [*psql, "-d", "dagster"]}
+    finally:
+        try:  # a server that never started makes this fail; the dir goes either way
+            subprocess.run([*as_pg, binaries["pg_ctl"], "-D", str(data), "-m", "immediate", "-w", "stop"],
+                           capture_output=True, timeout=60)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def home(postgres, tmp_path_factory):
+    """DAGSTER_HOME with deploy/dagster.yaml and DAGSTER_PG_* set here and for the CLI."""
+    home = tmp_path_factory.mktemp("deploy_home")
+    shutil.copy(PROJECT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+    env = {"DAGSTER_HOME": str(home), "DAGSTER_PG_HOST": postgres["host"], "DAGSTER_PG_PORT": str(postgres["port"]),
+           "DAGSTER_PG_USER": postgres["user"], "DAGSTER_PG_PASSWORD": postgres["password"],
+           "DAGSTER_PG_DB": postgres["db"]}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        yield home
+
+
+def cli_env(tmp_path) -> dict:
+    catalog = tmp_path / "images.yaml"
+    catalog.write_text(CATALOG)
+    return {**os.environ, "IMAGE_ASSETS_CATALOG": str(catalog), "IMAGE_ASSETS_WORK_DIR": str(tmp_path / "work")}
+
+
+def test_instance_uses_postgres_and_the_queued_coordinator(home):
+    info = run([DAGSTER, "instance", "info"])
+    assert "PostgresRunStorage" in info or "DagsterPostgresStorage" in info, info
+    with dg.DagsterInstance.get() as instance:
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+        assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
+
+
+def test_cli_materialization_is_stored_in_postgres(home, postgres, tmp_path, cloud):
+    cmd = [DAGSTER, "asset", "materialize", "-m", "definitions", "--working-directory", str(PROJECT),
+           "--select", "al2023,deploy-linux"]
+    result = subprocess.run(cmd, env=cli_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    with dg.DagsterInstance.get() as instance:
+        meta = latest(instance, "deploy-linux")
+        assert meta["parent_image_id"] == latest(instance, "al2023")["image_id"]
+        assert cloud.get_image(meta["image_id"])["State"] == "available"
+    rows = run([*postgres["psql"], "-c", "SELECT count(*) FROM event_logs "
+                "WHERE dagster_event_type = 'ASSET_MATERIALIZATION' AND asset_key LIKE '%deploy-linux%'"])
+    assert rows.strip() == "1"
+
+
+def test_pool_limit_set_through_the_cli(home):
+    run([DAGSTER, "instance", "concurrency", "set", "packer", "2"])
+    with dg.DagsterInstance.get() as instance:
+        assert instance.event_log_storage.get_concurrency_info("packer").slot_count == 2
+
+
+def test_submitted_run_waits_in_the_queue(home, tmp_path):
+    # No daemon runs here, so a run the QueuedRunCoordinator accepted stays QUEUED.
+    config = tmp_path / "run.yaml"
+    config.write_text("ops: {apply_retention: {config: {dry_run: true}}}\n")
+    run([DAGSTER, "job", "launch", "-m", "definitions", "--working-directory", str(PROJECT),
+         "-j", "image_retention", "-c", str(config)], env=cli_env(tmp_path))
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs(dg.RunsFilter(job_name="image_retention"))
+        assert [r.status for r in runs] == [dg.DagsterRunStatus.QUEUED]
