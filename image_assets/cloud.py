@@ -32,14 +32,19 @@ class Cloud:
         if self.target not in ("sandbox", "aws"):
             raise CloudError(f"target {self.target!r} has no EC2 API (use sandbox or aws)")
         self.endpoint = sandbox.ensure_running() if self.target == "sandbox" else None
-        kwargs = {"region_name": self.region, "config": Config(retries={"mode": "standard", "max_attempts": 5})}
+        self.ec2 = self.client(max_attempts=5)
+
+    def client(self, max_attempts: int):
+        """An EC2 client for this target; standard retry mode backs off on throttling."""
+        kwargs = {"region_name": self.region,
+                  "config": Config(retries={"mode": "standard", "max_attempts": max_attempts})}
         if self.endpoint:
             kwargs.update(
                 endpoint_url=self.endpoint,
                 aws_access_key_id=sandbox.CREDENTIALS["AWS_ACCESS_KEY_ID"],
                 aws_secret_access_key=sandbox.CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
             )
-        self.ec2 = boto3.client("ec2", **kwargs)
+        return boto3.client("ec2", **kwargs)
 
     @property
     def where(self) -> str:

@@ -10,13 +10,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 
-import boto3
 import botocore.exceptions
 import dagster as dg
-from botocore.config import Config
 from botocore.parsers import ResponseParserError
 
-from image_assets import sandbox
 from image_assets.assets import latest_metadata
 from image_assets.catalog import Catalog
 from image_assets.cloud import MANAGED_BY, Cloud, CloudError, connect, tags_of
@@ -87,10 +84,7 @@ def deprecate(cloud: Cloud, image_id: str, at: datetime) -> str:
     if cloud.endpoint:
         # Measured: moto 5.2.5 answers EnableImageDeprecation with HTTP 500 (not implemented);
         # a client without retries makes that one quick call instead of five with back-off.
-        client = boto3.client("ec2", region_name=cloud.region, endpoint_url=cloud.endpoint,
-                              aws_access_key_id=sandbox.CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                              aws_secret_access_key=sandbox.CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                              config=Config(retries={"total_max_attempts": 1}))
+        client = cloud.client(max_attempts=1)
     try:
         client.enable_image_deprecation(ImageId=image_id, DeprecateAt=when)
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, ResponseParserError) as exc:

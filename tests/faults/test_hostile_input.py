@@ -1,11 +1,10 @@
 """Item 6: hostile catalog values reach packer unchanged and harmless; no shell; fuzzed catalogs fail cleanly."""
 
 import re
-from pathlib import Path
 
 import yaml
 from conftest import materialize
-from faultkit import IMAGE, PROJECT, write_fault_catalog
+from faultkit import PROJECT, write_fault_catalog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
