@@ -5,9 +5,11 @@ import json
 import dagster as dg
 
 from image_assets import build as buildmod
+from image_assets import checks
 from image_assets import cloud as cloudmod
 from image_assets.catalog import Catalog, CatalogError
 from image_assets.packer import PackerCli, PackerError
+from image_assets.records import latest_metadata
 
 GIT_REFS_TAG = "image-assets/git-refs"  # run tag: {repo: "tag@commit"} pinned by the git sensor
 # Failures that a retry of the same step can cure; anything else fails at once.
@@ -18,13 +20,6 @@ RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONEN
 
 def cloud_kind(target: str) -> str:
     return "docker" if target == "local" else "aws"
-
-
-def latest_metadata(instance: dg.DagsterInstance, name: str) -> dict | None:
-    event = instance.get_latest_materialization_event(dg.AssetKey([name]))
-    if event is None or event.asset_materialization is None:
-        return None
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
 def pinned_refs(context: dg.AssetExecutionContext) -> dict[str, str]:
@@ -91,30 +86,45 @@ def vendor_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
 
 
 def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
+    """The image's asset and its checks in one step: checks run right after the build without a
+    second step (a step costs ~1-2 s of process start on the multiprocess executor), and a check
+    run on its own (UI "Execute checks") subsets the step to the checks alone."""
     image = catalog.images[name]
+    key = dg.AssetKey([name])
+    spec = dg.AssetSpec(key, deps=[image.parent], group_name=image.layer.value,
+                        kinds={"packer", cloud_kind(catalog.target)}, description=_description(catalog, name))
 
-    @dg.asset(name=name, deps=[image.parent], group_name=image.layer.value,
-              kinds={"packer", cloud_kind(catalog.target)}, description=_description(catalog, name),
-              pool="packer", retry_policy=RETRY_POLICY)
-    def _built(context: dg.AssetExecutionContext, packer: PackerCli) -> dg.MaterializeResult:
-        try:
-            parent = resolve_parent(context, catalog, name)  # a vendor lookup may hit the cloud
-            built = buildmod.build_image(catalog, name, parent, context.run.run_id, packer,
-                                         pinned_refs=pinned_refs(context), log=context.log.info,
-                                         run_finished=_run_finished(context.instance))
-        except cloudmod.CloudError as exc:
-            raise _fail(f"image {name!r}: {exc}", transient="cannot reach" in str(exc)) from None
-        except (buildmod.BuildError, CatalogError) as exc:
-            raise _fail(str(exc)) from None
-        except PackerError as exc:
-            raise _fail(f"image {name!r}: {exc}", transient=any(m in str(exc) for m in TRANSIENT_MARKERS)) from None
-        except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
-            # Dagster retries an interrupted step under a RetryPolicy; a cancel must end the build.
-            # Packer has been stopped and has cleaned up by now (PackerCli.run).
-            raise _fail(f"image {name!r}: build interrupted (run terminated); packer stopped and cleaned up") from None
-        return dg.MaterializeResult(metadata=built.metadata(), data_version=dg.DataVersion(built.image_id))
+    @dg.multi_asset(name=name.replace("-", "_"), specs=[spec], check_specs=checks.check_specs(name),
+                    can_subset=True, pool="packer", retry_policy=RETRY_POLICY)
+    def _built(context: dg.AssetExecutionContext, packer: PackerCli):
+        metadata = None
+        if key in context.selected_asset_keys:
+            built = _build(context, catalog, name, packer)
+            metadata = built.metadata()
+            yield dg.MaterializeResult(asset_key=key, metadata=metadata, data_version=dg.DataVersion(built.image_id))
+        selected = {check.name for check in context.selected_asset_check_keys}
+        if selected:
+            yield from checks.results(catalog, name, context.instance, selected, packer, metadata)
 
     return _built
+
+
+def _build(context: dg.AssetExecutionContext, catalog: Catalog, name: str, packer: PackerCli) -> buildmod.Built:
+    try:
+        parent = resolve_parent(context, catalog, name)  # a vendor lookup may hit the cloud
+        return buildmod.build_image(catalog, name, parent, context.run.run_id, packer,
+                                    pinned_refs=pinned_refs(context), log=context.log.info,
+                                    run_finished=_run_finished(context.instance))
+    except cloudmod.CloudError as exc:
+        raise _fail(f"image {name!r}: {exc}", transient="cannot reach" in str(exc)) from None
+    except (buildmod.BuildError, CatalogError) as exc:
+        raise _fail(str(exc)) from None
+    except PackerError as exc:
+        raise _fail(f"image {name!r}: {exc}", transient=any(m in str(exc) for m in TRANSIENT_MARKERS)) from None
+    except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
+        # Dagster retries an interrupted step under a RetryPolicy; a cancel must end the build.
+        # Packer has been stopped and has cleaned up by now (PackerCli.run).
+        raise _fail(f"image {name!r}: build interrupted (run terminated); packer stopped and cleaned up") from None
 
 
 def image_assets(catalog: Catalog) -> list[dg.AssetsDefinition]:

@@ -1,15 +1,14 @@
 """Asset checks on every built image: exists_and_available, tags_complete, not_revoked,
 template_valid, up_to_date.
 
-They run as their own step after the image's materialization (one multi-asset check per image),
-not as results yielded with the MaterializeResult, because most of what they check changes after
-the build: an image is revoked, deleted by hand or by retention, re-tagged, or its parent asset
-is rebuilt. A separate check can be re-executed on its own (UI "Execute checks", a schedule)
-and then reports the image as it is now; it still runs right after every build, and the blocking
-ones still keep children from building on a bad image within that run (Dagster skips the
-downstream steps). The first three are blocking: a child built on a missing, untraceable or
-revoked image is exactly what must not happen. template_valid (ERROR) and up_to_date (WARN) are
-not: an outdated image is still a sound parent, and a broken template fails its own build.
+They are declared on the image's asset and run in its step, right after the build, so a run
+pays no second step per image. They still report the image as it is now, not as it was built:
+an image is revoked, deleted by hand or by retention, re-tagged, or its parent asset rebuilt,
+and "Execute checks" in the UI (or a check-only selection) subsets the step to the checks
+alone, without building. The first three are blocking: a failure fails the step, so children
+never build on a missing, untraceable or revoked image within that run. template_valid (ERROR)
+and up_to_date (WARN) are not: an outdated image is still a sound parent, and a broken template
+fails its own build.
 
 Definition time is cheap: specs only; cloud, Dagster instance and packer are used when run.
 """
@@ -26,10 +25,10 @@ import dagster as dg
 
 from image_assets import build as buildmod
 from image_assets import gitrepos, lineage, templates
-from image_assets.assets import latest_metadata
 from image_assets.catalog import Catalog
 from image_assets.cloud import MANAGED_BY, CloudError, connect, tags_of
 from image_assets.packer import PackerCli, PackerError, resolve_binary
+from image_assets.records import latest_metadata
 
 EXISTS = "exists_and_available"
 TAGS = "tags_complete"
@@ -214,9 +213,10 @@ def template_valid(binary: str, catalog: Catalog, name: str) -> dg.AssetCheckRes
 
 
 def evaluate(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected: set[str],
-             packer_binary: str) -> Iterator[dg.AssetCheckResult]:
-    """Results of the selected checks for the asset's current image (its latest materialization)."""
-    meta = latest_metadata(instance, name)
+             packer_binary: str, metadata: dict | None = None) -> Iterator[dg.AssetCheckResult]:
+    """Results of the selected checks for the asset's current image: the one just built
+    (`metadata`), else its latest materialization."""
+    meta = metadata or latest_metadata(instance, name)
     if TEMPLATE in selected:
         yield template_valid(packer_binary, catalog, name)
     cloud_checks = [c for c in CHECKS if c in selected and c != TEMPLATE]
@@ -248,22 +248,14 @@ def evaluate(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected
             yield _result(name, UP_TO_DATE, False, str(exc), severity=dg.AssetCheckSeverity.WARN)
 
 
-def image_check(catalog: Catalog, name: str) -> dg.AssetChecksDefinition:
-    @dg.multi_asset_check(name=f"{name.replace('-', '_')}_checks", specs=check_specs(name), can_subset=True,
-                          description=f"Checks of the current {name} image")
-    def _checks(context: dg.AssetCheckExecutionContext, packer: PackerCli):
-        selected = {key.name for key in context.selected_asset_check_keys}
-        try:
-            binary = resolve_binary(packer.binary)
-        except PackerError as exc:
-            binary = None
-            if TEMPLATE in selected:
-                selected.discard(TEMPLATE)
-                yield _result(name, TEMPLATE, False, str(exc))
-        yield from evaluate(catalog, name, context.instance, selected, binary or "packer")
-
-    return _checks
-
-
-def image_checks(catalog: Catalog) -> list[dg.AssetChecksDefinition]:
-    return [image_check(catalog, n) for n, img in catalog.images.items() if img.parent]
+def results(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected: set[str], packer: PackerCli,
+            metadata: dict | None = None) -> Iterator[dg.AssetCheckResult]:
+    """The selected checks' results, run inside the image's asset step (see assets.built_asset)."""
+    try:
+        binary = resolve_binary(packer.binary)
+    except PackerError as exc:
+        binary = None
+        if TEMPLATE in selected:
+            selected = selected - {TEMPLATE}
+            yield _result(name, TEMPLATE, False, str(exc))
+    yield from evaluate(catalog, name, instance, selected, binary or "packer", metadata)

@@ -6,7 +6,6 @@ import dagster as dg
 
 from image_assets.assets import image_assets
 from image_assets.catalog import Catalog
-from image_assets.checks import image_checks
 from image_assets.lifecycle import lifecycle_jobs, retention_schedule
 from image_assets.packer import PackerCli
 from image_assets.sensors import image_sensors
@@ -34,7 +33,6 @@ def build_defs(catalog: Catalog) -> dg.Definitions:
     revoke_job, retention_job = lifecycle_jobs(catalog)
     return dg.Definitions(
         assets=image_assets(catalog),
-        asset_checks=image_checks(catalog),
         jobs=[revoke_job, retention_job],
         schedules=[retention_schedule(retention_job)],
         resources={"packer": PackerCli()},

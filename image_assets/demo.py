@@ -77,7 +77,7 @@ def summary() -> None:
     """One line per catalog image: its current image id, parent and inputs (DAGSTER_HOME's instance)."""
     import dagster as dg
 
-    from image_assets.assets import latest_metadata
+    from image_assets.records import latest_metadata
     from image_assets.catalog import load_catalog
 
     catalog = load_catalog()

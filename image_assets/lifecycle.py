@@ -14,7 +14,7 @@ import botocore.exceptions
 import dagster as dg
 from botocore.parsers import ResponseParserError
 
-from image_assets.assets import latest_metadata
+from image_assets.records import latest_metadata
 from image_assets.catalog import Catalog
 from image_assets.cloud import MANAGED_BY, Cloud, CloudError, connect, tags_of
 

@@ -17,7 +17,6 @@ from image_assets import lifecycle
 from image_assets.assets import image_assets
 from image_assets.catalog import load_catalog
 from image_assets.cloud import connect, tags_of
-from image_assets.checks import image_checks
 from image_assets.packer import PackerCli
 
 LINUX_CHAIN = ["service-urllib3", "python310", "global-linux", "al2023"]
@@ -25,7 +24,7 @@ LINUX_CHAIN = ["service-urllib3", "python310", "global-linux", "al2023"]
 
 def run(catalog, instance, selection, raise_on_error=True):
     """Materialize with the asset checks, as a run from the UI or a sensor would."""
-    return dg.materialize([*image_assets(catalog), *image_checks(catalog)], selection=selection, instance=instance,
+    return dg.materialize(image_assets(catalog), selection=selection, instance=instance,
                           resources={"packer": PackerCli()}, raise_on_error=raise_on_error)
 
 
