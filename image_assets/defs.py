@@ -14,9 +14,15 @@ from image_assets.sensors import image_sensors
 # builds mostly wait on the cloud, so more siblings than cores run at once (the `packer` pool
 # caps builds across runs). IMAGE_ASSETS_EXECUTOR=in_process trades sibling parallelism for
 # the lowest per-step overhead (one process; see bench/bench_overhead.py).
+# Measured with py-spy: without the storage modules, ~40% of each step's start went to importing
+# them again in every worker (Dagster imports them lazily when a worker opens the instance), and
+# a third to reading the EC2 API model for each worker's boto3 client.
+PRELOAD = ["dagster", "definitions", "dagster._core.storage.base_storage", "dagster._core.storage.sqlite_storage",
+           "dagster._core.storage.event_log.sqlite", "dagster._core.storage.runs.sqlite",
+           "dagster._core.storage.schedules.sqlite", "upath", "image_assets.forkserver_warmup"]
 EXECUTORS = {
     "multiprocess": dg.multiprocess_executor.configured(
-        {"max_concurrent": 8, "start_method": {"forkserver": {"preload_modules": ["dagster", "definitions"]}}}
+        {"max_concurrent": 8, "start_method": {"forkserver": {"preload_modules": PRELOAD}}}
     ),
     "in_process": dg.in_process_executor,
 }
