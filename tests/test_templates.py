@@ -74,12 +74,15 @@ def test_all_template_dirs_exist():
     assert ids(TEMPLATE_DIRS) == [f"{c}/{o}" for c in ("aws", "azure", "gcp") for o in ("linux", "windows")]
 
 
-def test_every_template_links_the_one_injected_variables_file():
-    common = PACKER_DIR / "common" / "injected.pkr.hcl"
-    assert packer("fmt", "-check", common.parent).returncode == 0
+def test_every_template_links_the_shared_variable_files():
+    common = PACKER_DIR / "common"
+    assert packer("fmt", "-check", common).returncode == 0
     for template_dir in TEMPLATE_DIRS:
-        link = template_dir / "injected.pkr.hcl"
-        assert link.is_symlink() and link.resolve() == common.resolve(), template_dir
+        shared = {"injected.pkr.hcl": common / "injected.pkr.hcl",
+                  "layer.pkr.hcl": common / f"{template_dir.name}-layer.pkr.hcl"}
+        for name, target in shared.items():
+            link = template_dir / name
+            assert link.is_symlink() and link.resolve() == target.resolve(), (template_dir, name)
 
 
 @needs_packer

@@ -1,30 +1,11 @@
 # Variables of the AWS Linux template. Every layer (global, product, service) builds from this
 # one template; layers differ only by the values below and the provisioning content they name.
 
-# The injected variables (image_name, source_image_id, tags, ...) are in injected.pkr.hcl,
+# The injected variables (image_name, source_image_id, tags, ...) are in injected.pkr.hcl and the
+# layer variables every Linux template shares (scripts, secret_env, playbook) in layer.pkr.hcl, both
 # linked from packer/common.
 
-# --- Layer variables (set per image in the catalog) ---
-
-variable "playbook" {
-  type        = string
-  default     = ""
-  description = "Playbook file under packer/ansible to run on the image; empty runs no Ansible."
-  validation {
-    condition     = length(split("/", var.playbook)) == 1
-    error_message = "The playbook must be a file name under packer/ansible, without directories."
-  }
-}
-
-variable "scripts" {
-  type        = list(string)
-  default     = []
-  description = "Shell scripts under packer/scripts/linux to run after the playbook, in order."
-  validation {
-    condition     = length([for s in var.scripts : s if length(split("/", s)) > 1]) == 0
-    error_message = "The scripts must be file names under packer/scripts/linux, without directories."
-  }
-}
+# --- Variables of this cloud ---
 
 variable "instance_type" {
   type    = string
@@ -36,25 +17,8 @@ variable "ssh_username" {
   default = "ec2-user"
 }
 
-variable "secret_env" {
-  type        = map(string)
-  default     = {}
-  sensitive   = true
-  description = "Environment for the provisioners (e.g. PIP_INDEX_URL with a repository token)."
-}
-
 locals {
-  packer_dir  = abspath("${path.root}/../..")
-  scripts_dir = "${local.packer_dir}/scripts/linux"
-  # Roles and playbooks come from the tagged ansible-roles checkout when the image names that
-  # repo, else from this template's own packer/ansible.
-  ansible_dir = lookup(var.input_dirs, "ansible-roles", "${local.packer_dir}/ansible")
-  # Every other input repo (e.g. a service's code) is copied to /tmp/inputs/<repo> for the playbooks.
-  other_inputs = { for k, v in var.input_dirs : k => v if k != "ansible-roles" }
-  ami_name     = "${var.image_name}-${var.image_version}"
-  playbooks    = var.playbook == "" ? [] : [var.playbook]
-  secret_env   = [for k, v in var.secret_env : "${k}=${v}"]
-  build_env    = ["IMAGE_NAME=${var.image_name}", "IMAGE_VERSION=${var.image_version}", "SOURCE_IMAGE_ID=${var.source_image_id}"]
+  ami_name = "${var.image_name}-${var.image_version}"
   # Shell scripts run as root: directly in a container, through sudo on a VM. Environment comes
   # from packer's env var file (use_env_var_file = true on every shell provisioner), so secrets
   # never appear on a command line.

@@ -1,12 +1,26 @@
 build {
   sources = ["source.azure-arm.azure"]
 
+  # Directory uploads need their destination to exist.
+  provisioner "shell" {
+    inline = concat(["mkdir -p /tmp/ansible"], [for k, v in local.other_inputs : "mkdir -p /tmp/inputs/${k}"])
+  }
+
   dynamic "provisioner" {
     for_each = local.playbooks
     labels   = ["file"]
     content {
-      source      = "${local.packer_dir}/ansible"
-      destination = "/tmp"
+      source      = "${local.ansible_dir}/"
+      destination = "/tmp/ansible"
+    }
+  }
+
+  dynamic "provisioner" {
+    for_each = local.other_inputs
+    labels   = ["file"]
+    content {
+      source      = "${provisioner.value}/"
+      destination = "/tmp/inputs/${provisioner.key}"
     }
   }
 

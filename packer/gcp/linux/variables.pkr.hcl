@@ -1,30 +1,11 @@
 # Variables of the GCP Linux template. Every layer (global, product, service) builds from this
 # one template; layers differ only by the values below and the provisioning content they name.
 
-# The injected variables (image_name, source_image_id, tags, ...) are in injected.pkr.hcl,
+# The injected variables (image_name, source_image_id, tags, ...) are in injected.pkr.hcl and the
+# layer variables every Linux template shares (scripts, secret_env, playbook) in layer.pkr.hcl, both
 # linked from packer/common.
 
-# --- Layer variables (set per image in the catalog) ---
-
-variable "playbook" {
-  type        = string
-  default     = ""
-  description = "Playbook file under packer/ansible to run on the image; empty runs no Ansible."
-  validation {
-    condition     = length(split("/", var.playbook)) == 1
-    error_message = "The playbook must be a file name under packer/ansible, without directories."
-  }
-}
-
-variable "scripts" {
-  type        = list(string)
-  default     = []
-  description = "Shell scripts under packer/scripts/linux to run after the playbook, in order."
-  validation {
-    condition     = length([for s in var.scripts : s if length(split("/", s)) > 1]) == 0
-    error_message = "The scripts must be file names under packer/scripts/linux, without directories."
-  }
-}
+# --- Variables of this cloud ---
 
 variable "instance_type" {
   type        = string
@@ -35,13 +16,6 @@ variable "instance_type" {
 variable "ssh_username" {
   type    = string
   default = "packer"
-}
-
-variable "secret_env" {
-  type        = map(string)
-  default     = {}
-  sensitive   = true
-  description = "Environment for the provisioners (e.g. PIP_INDEX_URL with a repository token)."
 }
 
 variable "project_id" {
@@ -57,12 +31,7 @@ variable "zone" {
 }
 
 locals {
-  packer_dir  = abspath("${path.root}/../..")
-  scripts_dir = "${local.packer_dir}/scripts/linux"
-  zone        = var.zone != "" ? var.zone : "${var.region}-a"
-  playbooks   = var.playbook == "" ? [] : [var.playbook]
-  secret_env  = [for k, v in var.secret_env : "${k}=${v}"]
-  build_env   = ["IMAGE_NAME=${var.image_name}", "IMAGE_VERSION=${var.image_version}", "SOURCE_IMAGE_ID=${var.source_image_id}"]
+  zone = var.zone != "" ? var.zone : "${var.region}-a"
 
   # Scripts run as root; environment comes from packer's env var file (use_env_var_file = true
   # on every shell provisioner), so secrets never appear on a command line.

@@ -1,20 +1,11 @@
 # Variables of the GCP Windows template. Every layer (global, product, service) builds from this
 # one template; layers differ only by the values below and the provisioning content they name.
 
-# The injected variables (image_name, source_image_id, tags, ...) are in injected.pkr.hcl,
+# The injected variables (image_name, source_image_id, tags, ...) are in injected.pkr.hcl and the
+# layer variables every Windows template shares (scripts, secret_env) in layer.pkr.hcl, both
 # linked from packer/common.
 
-# --- Layer variables (set per image in the catalog) ---
-
-variable "scripts" {
-  type        = list(string)
-  default     = []
-  description = "PowerShell scripts under packer/scripts/windows to run, in order."
-  validation {
-    condition     = length([for s in var.scripts : s if length(split("/", s)) > 1]) == 0
-    error_message = "The scripts must be file names under packer/scripts/windows, without directories."
-  }
-}
+# --- Variables of this cloud ---
 
 variable "instance_type" {
   type        = string
@@ -26,13 +17,6 @@ variable "winrm_username" {
   type        = string
   default     = "packer_user"
   description = "Packer creates this user's password through the GCE Windows password reset."
-}
-
-variable "secret_env" {
-  type        = map(string)
-  default     = {}
-  sensitive   = true
-  description = "Environment for the provisioners (e.g. a package-repository token)."
 }
 
 variable "project_id" {
@@ -48,11 +32,7 @@ variable "zone" {
 }
 
 locals {
-  packer_dir  = abspath("${path.root}/../..")
-  scripts_dir = "${local.packer_dir}/scripts/windows"
-  zone        = var.zone != "" ? var.zone : "${var.region}-a"
-  secret_env  = [for k, v in var.secret_env : "${k}=${v}"]
-  build_env   = ["IMAGE_NAME=${var.image_name}", "IMAGE_VERSION=${var.image_version}", "SOURCE_IMAGE_ID=${var.source_image_id}"]
+  zone = var.zone != "" ? var.zone : "${var.region}-a"
 
   # GCE image names: lowercase letters, digits and '-', at most 63 characters.
   image_full_name = substr(lower(replace(replace("${var.image_name}-${var.image_version}", ".", "-"), "_", "-")), 0, 63)

@@ -1,0 +1,1 @@
+../../common/linux-layer.pkr.hcl

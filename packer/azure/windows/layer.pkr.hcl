@@ -1,0 +1,1 @@
+../../common/windows-layer.pkr.hcl
