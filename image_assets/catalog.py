@@ -57,6 +57,9 @@ class Defaults(_Model):
     git_sensor_interval_seconds: int = Field(30, ge=5)
     vendor_sensor_interval_seconds: int = Field(300, ge=5)
     git_timeout_seconds: float = Field(20, gt=0)
+    # Images carry a Deployment tag; retention and reuse act on this deployment's images only, so
+    # two Dagster instances sharing one account never touch each other's images.
+    deployment: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")
 
 
 class Repo(_Model):
@@ -111,6 +114,10 @@ class Image(_Model):
     repos: list[str] = []
     variables: dict[str, Any] = {}
     secrets: dict[str, Secret] = {}
+    # Provisioning content the build reads beyond its template directory: name -> a path relative
+    # to this file, or "<repo>:<path>" in an input repo at its tag ("<repo>:" for its root).
+    # Injected as var.content_dirs (name -> absolute path) and digested into the fingerprint.
+    content: dict[str, str] = {}
     vendor: VendorQuery | None = None
     retention: Retention = Retention()
     description: str | None = None

@@ -5,12 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 # Provisioning content shared by all templates lives beside the cloud dirs (packer/ansible,
 # packer/scripts); a change there must rebuild the images that use it, so it is digested too.
 CONTENT_DIRS = ("ansible", "scripts")
+
+
+# Variables the build sets on every template (a JSON var-file); a catalog variable may not reuse them.
+INJECTED = ("image_name", "image_version", "source_image_id", "region", "tags", "sandbox_endpoint",
+            "manifest_path", "input_dirs", "content_dirs")
 
 
 class TemplateError(ValueError):
@@ -22,6 +28,17 @@ class Variable:
     name: str
     sensitive: bool
     has_default: bool
+    type: str = "any"  # the HCL type expression as written, e.g. "string", "map(string)", "list(string)"
+
+
+def _type_expr(raw) -> str:
+    """python-hcl2 gives a bare keyword for `string` and `${map(string)}` for calls; one spelling."""
+    if raw is None:
+        return "any"
+    text = str(raw).strip()
+    if text.startswith("${") and text.endswith("}"):
+        text = text[2:-1]
+    return re.sub(r"\s+", "", text)
 
 
 def template_files(template_dir: Path) -> list[Path]:
@@ -48,7 +65,7 @@ def _parse(files: list[Path]) -> dict[str, Variable]:
         for block in doc.get("variable", []):
             for raw_name, body in block.items():
                 name = raw_name.strip('"')
-                found[name] = Variable(name, bool(body.get("sensitive")), "default" in body)
+                found[name] = Variable(name, bool(body.get("sensitive")), "default" in body, _type_expr(body.get("type")))
     return found
 
 
@@ -59,7 +76,7 @@ def declared_variables(template_dir: Path) -> dict[str, Variable]:
     digest = hashlib.sha256(b"".join(p.read_bytes() + b"\0" for p in files)).hexdigest()
     if digest in _memo:
         return _memo[digest]
-    cached = _cache_dir() / f"{digest}.json"
+    cached = _cache_dir() / f"{digest}.v2.json"  # v2: variables carry their type
     try:
         found = {v["name"]: Variable(**v) for v in json.loads(cached.read_text())}
     except (OSError, ValueError, TypeError, KeyError):
