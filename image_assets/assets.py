@@ -12,9 +12,7 @@ from image_assets.packer import PackerCli, PackerError
 from image_assets.records import latest_metadata
 
 GIT_REFS_TAG = "image-assets/git-refs"  # run tag: {repo: "tag@commit"} pinned by the git sensor
-# Failures that a retry of the same step can cure; anything else fails at once.
-TRANSIENT_MARKERS = ("RequestLimitExceeded", "Throttling", "ResourceNotReady", "connection reset",
-                     "Connection reset", "timeout", "Timeout", "ServiceUnavailable", "InternalError")
+# Errors say where they are raised whether a retry can cure them (errors.ImageAssetsError.transient).
 RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
@@ -73,7 +71,7 @@ def vendor_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
         try:
             image = lookup_vendor(catalog, name)
         except cloudmod.CloudError as exc:
-            raise _fail(str(exc), transient="cannot reach" in str(exc)) from None
+            raise _fail(str(exc), transient=exc.transient) from None
         context.log.info(f"{name}: newest vendor image is {image['ImageId']} ({image.get('Name')})")
         return dg.MaterializeResult(
             metadata={"image_id": image["ImageId"], "region": catalog.defaults.region,
@@ -116,11 +114,11 @@ def _build(context: dg.AssetExecutionContext, catalog: Catalog, name: str, packe
                                     pinned_refs=pinned_refs(context), log=context.log.info,
                                     run_finished=_run_finished(context.instance))
     except cloudmod.CloudError as exc:
-        raise _fail(f"image {name!r}: {exc}", transient="cannot reach" in str(exc)) from None
+        raise _fail(f"image {name!r}: {exc}", transient=exc.transient) from None
     except (buildmod.BuildError, CatalogError) as exc:
         raise _fail(str(exc)) from None
     except PackerError as exc:
-        raise _fail(f"image {name!r}: {exc}", transient=any(m in str(exc) for m in TRANSIENT_MARKERS)) from None
+        raise _fail(f"image {name!r}: {exc}", transient=exc.transient) from None
     except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
         # Dagster retries an interrupted step under a RetryPolicy; a cancel must end the build.
         # Packer has been stopped and has cleaned up by now (PackerCli.run).

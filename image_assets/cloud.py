@@ -12,12 +12,13 @@ import botocore.exceptions
 from botocore.config import Config
 
 from image_assets import sandbox
+from image_assets.errors import ImageAssetsError, aws_error_code, aws_error_is_transient
 
 MANAGED_BY = "image-assets"
 
 
-class CloudError(RuntimeError):
-    pass
+class CloudError(ImageAssetsError):
+    """A cloud call failed; `transient` comes from the botocore error code or exception type."""
 
 
 def tags_of(resource: dict) -> dict[str, str]:
@@ -83,18 +84,27 @@ class Cloud:
             env["AWS_POLL_DELAY_SECONDS"] = "1"  # the emulator is instant; AWS's 15 s waiter delay is not
         return env
 
+    def _error(self, op: str, exc: Exception) -> CloudError:
+        if isinstance(exc, botocore.exceptions.EndpointConnectionError):
+            return CloudError(f"cannot reach the {self.where} EC2 endpoint", transient=True)
+        return CloudError(f"EC2 {op} on {self.where} failed ({aws_error_code(exc)}): {exc}",
+                          transient=aws_error_is_transient(exc))
+
     def _call(self, op: str, **kwargs):
         try:
             return getattr(self.ec2, op)(**kwargs)
-        except botocore.exceptions.EndpointConnectionError:
-            raise CloudError(f"cannot reach the {self.where} EC2 endpoint") from None
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._error(op, exc) from None
 
     def _images(self, **kwargs) -> list[dict]:
         try:
             pages = self.ec2.get_paginator("describe_images").paginate(**kwargs)
             return [img for page in pages for img in page["Images"]]
-        except botocore.exceptions.EndpointConnectionError:
-            raise CloudError(f"cannot reach the {self.where} EC2 endpoint") from None
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            if isinstance(exc, botocore.exceptions.ClientError) and kwargs.get("ImageIds") and \
+                    aws_error_code(exc).startswith(("InvalidAMIID",)):
+                return []  # an image id that does not (or no longer) exist
+            raise self._error("DescribeImages", exc) from None
 
     def check_reachable(self) -> None:
         self._call("describe_regions")
@@ -107,12 +117,7 @@ class Cloud:
         return max(images, key=lambda i: (i.get("CreationDate", ""), i.get("Name", "")))
 
     def get_image(self, image_id: str) -> dict | None:
-        try:
-            found = self._images(ImageIds=[image_id])
-        except botocore.exceptions.ClientError as exc:
-            if "NotFound" in exc.response["Error"]["Code"] or "Malformed" in exc.response["Error"]["Code"]:
-                return None
-            raise
+        found = self._images(ImageIds=[image_id])  # InvalidAMIID.NotFound / .Malformed: none
         return found[0] if found else None
 
     def managed_images(self, **tag_filters: str) -> list[dict]:

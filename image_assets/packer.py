@@ -19,12 +19,28 @@ from pathlib import Path
 
 import dagster as dg
 
+from image_assets.errors import TRANSIENT_AWS_CODES, ImageAssetsError
+
 REDACTED = "<redacted>"
 INSTALL_HINT = "install it with `apt-get install packer` (Debian) or put a packer binary on PATH / set IMAGE_ASSETS_PACKER"
 
 
-class PackerError(RuntimeError):
-    pass
+class PackerError(ImageAssetsError):
+    """A packer call failed; transient only for failures packer reports from the cloud's throttling
+    or capacity (see TRANSIENT_PACKER_ERRORS), never for a template, provisioning or SSH failure."""
+
+
+# Cloud error codes as packer prints them in its error lines: the build may succeed if retried.
+TRANSIENT_PACKER_ERRORS = tuple(sorted(TRANSIENT_AWS_CODES)) + ("connection reset by peer", "i/o timeout")
+
+
+def is_transient(errors: list[str]) -> bool:
+    """A failed build is transient when one of packer's error lines names a transient cloud error
+    and none is a failure of the template, provisioning or communicator."""
+    text = "\n".join(errors)
+    permanent = ("Timeout waiting for SSH", "Timeout waiting for WinRM", "Error parsing", "Unsupported argument",
+                 "Script exited with non-zero exit status", "Failed preparing", "Invalid value for")
+    return any(m in text for m in TRANSIENT_PACKER_ERRORS) and not any(m in text for m in permanent)
 
 
 class Redactor:
@@ -161,7 +177,8 @@ def build(cli: PackerCli, template_dir: Path, only: str, var_file: Path,
         reason = (f"packer exited {out.returncode}" if out.returncode
                   else f"packer produced no artifact (does the template define source {only!r}?)")
         detail = "\n".join(dict.fromkeys(out.errors)) or "(packer printed no error line)"
-        raise PackerError(f"packer build of {template_dir} failed: {reason}:\n{detail}")
+        raise PackerError(f"packer build of {template_dir} failed: {reason}:\n{detail}",
+                          transient=is_transient(out.errors))
     if len(out.artifacts) > 1:
         raise PackerError(f"packer build of {template_dir} produced {len(out.artifacts)} artifacts, expected one: {out.artifacts}")
     print(f"packer {cli.version()} built {out.artifacts[0]} in {out.seconds:.1f}s", file=sys.stdout, flush=True)

@@ -22,7 +22,7 @@ def test_retry_after_the_image_was_made_reuses_it(tmp_path, work_dir, instance, 
         # Packer built the AMI, then verifying it hits a transient error: Dagster retries the step.
         if role.startswith("built") and not calls:
             calls.append(image_id)
-            raise cloudmod.CloudError(f"cannot reach the sandbox EC2 endpoint (RequestLimitExceeded) for {image_id}")
+            raise cloudmod.CloudError(f"EC2 DescribeImages failed (RequestLimitExceeded) for {image_id}", transient=True)
         return real(cloud_, image_id, role)
 
     monkeypatch.setattr(cloudmod, "require_available", flaky)
