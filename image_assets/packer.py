@@ -110,7 +110,9 @@ class PackerCli(dg.ConfigurableResource):
     def version(self) -> str:
         return packer_version(resolve_binary(self.binary))
 
-    def run(self, args: list[str], cwd: Path, env: dict[str, str], redact: Redactor, echo=None) -> BuildOutput:
+    def run(self, args: list[str], cwd: Path, env: dict[str, str], redact: Redactor, echo=None,
+            on_start=None) -> BuildOutput:
+        """`on_start(pgid)` is told packer's process group as soon as it runs (the build lock records it)."""
         """Run `packer <args> -machine-readable`, echo human lines, and collect results."""
         binary = resolve_binary(self.binary)
         echo = echo or (lambda text: print(text, flush=True))
@@ -121,6 +123,8 @@ class PackerCli(dg.ConfigurableResource):
             cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, errors="replace", start_new_session=True,
         )
+        if on_start:
+            on_start(proc.pid)  # own session: its process group id is its pid
         try:
             for line in proc.stdout:
                 human = out.parse(redact(line))
@@ -169,10 +173,10 @@ class _shielded:
 
 
 def build(cli: PackerCli, template_dir: Path, only: str, var_file: Path,
-          env: dict[str, str], redact: Redactor) -> tuple[str, BuildOutput]:
+          env: dict[str, str], redact: Redactor, on_start=None) -> tuple[str, BuildOutput]:
     """One `packer build`; returns the single artifact id or raises PackerError quoting packer."""
     out = cli.run(["build", f"-only={only}", f"-var-file={var_file}", str(template_dir)],
-                  cwd=var_file.parent, env=env, redact=redact)
+                  cwd=var_file.parent, env=env, redact=redact, on_start=on_start)
     if out.returncode != 0 or not out.artifacts:
         reason = (f"packer exited {out.returncode}" if out.returncode
                   else f"packer produced no artifact (does the template define source {only!r}?)")
