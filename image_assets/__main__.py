@@ -1,4 +1,5 @@
-"""`python -m image_assets lineage|outdated|revoke|retention`: image lifecycle from the command line.
+"""`python -m image_assets lineage|outdated|revoke|retention|check-template`: image lifecycle and
+template checks from the command line.
 
 The catalog is images.yaml or $IMAGE_ASSETS_CATALOG (or --catalog); commands that need the
 current materializations read the Dagster instance in $DAGSTER_HOME and refuse to run without it.
@@ -123,6 +124,36 @@ def cmd_retention(args, catalog) -> int:
     return 0
 
 
+def cmd_check_template(args, catalog) -> int:
+    """Every way DIR breaks the template contract (image_assets.template_check); 1 when any."""
+    from image_assets import template_check
+    from image_assets.packer import PackerCli, PackerError
+
+    if not os.path.isdir(args.dir):
+        raise UsageError(f"{args.dir}: not a directory")
+    image = None
+    if args.image:
+        catalog = load_catalog(args.catalog)
+        if args.image not in catalog.images or catalog.images[args.image].vendor:
+            raise UsageError(f"--image {args.image!r}: no built image of that name in {catalog.path}")
+        image = catalog.images[args.image]
+    target = args.target or (catalog.target if catalog else os.environ.get("IMAGE_ASSETS_TARGET") or "sandbox")
+    try:
+        version = PackerCli().version()
+    except PackerError:
+        version = "1.6.6"  # what these machines install; the blocks it lacks are still reported
+    findings = template_check.check(args.dir, target, image, version)
+    if args.json:
+        print(json.dumps({"template_dir": args.dir, "target": target, "packer_version": version,
+                          "findings": [f.as_dict() for f in findings]}, indent=2))
+    else:
+        for finding in findings:
+            print(finding)
+        print(f"{len(findings)} problem(s) in {args.dir} for target {target} (packer {version})" if findings
+              else f"{args.dir}: no problems for target {target} (packer {version})")
+    return 1 if findings else 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m image_assets", description="Image lifecycle: lineage, outdated "
                                 "images, revocation and retention.")
@@ -144,13 +175,20 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--dry-run", action="store_true", help="print what would be deleted; change nothing")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_retention)
+    c = sub.add_parser("check-template", help="every way a template directory breaks the template contract")
+    c.add_argument("dir", help="a directory of *.pkr.hcl files")
+    c.add_argument("--image", help="the catalog image built from it: its variables and secrets count as set")
+    c.add_argument("--target", choices=["sandbox", "aws", "local"],
+                   help="default: the catalog's target with --image, else $IMAGE_ASSETS_TARGET or sandbox")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_check_template, catalog_needed=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        catalog = load_catalog(args.catalog)
+        catalog = load_catalog(args.catalog) if getattr(args, "catalog_needed", True) else None
         return args.func(args, catalog)
     except (UsageError, CatalogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
