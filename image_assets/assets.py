@@ -108,6 +108,9 @@ def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
 
 
 def _build(context: dg.AssetExecutionContext, catalog: Catalog, name: str, packer: PackerCli) -> buildmod.Built:
+    broken = catalog.template_error(name)  # its template, or an ancestor's, does not parse: no cloud or packer work
+    if broken:
+        raise _fail(broken)
     try:
         parent = resolve_parent(context, catalog, name)  # a vendor lookup may hit the cloud
         return buildmod.build_image(catalog, name, parent, context.run.run_id, packer,

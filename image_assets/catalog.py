@@ -5,15 +5,17 @@ Every error is a CatalogError whose message names the file, the image (or repo) 
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import re
 from datetime import timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from image_assets import templates
 from image_assets.gitrepos import redact_url
@@ -48,7 +50,7 @@ def parse_duration(text: str) -> timedelta:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Defaults(_Model):
@@ -142,10 +144,29 @@ class Catalog(_Model):
     defaults: Defaults = Defaults()
     repos: dict[str, Repo] = {}
     images: dict[str, Image]
+    # image -> "image 'x', field 'template': <file>:<line>: ..." for a local template that does not
+    # parse: only that image (and what is built on it) fails, at build time; the catalog still loads.
+    _template_errors: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @property
     def root_dir(self) -> Path:
         return self.path.parent
+
+    @property
+    def template_errors(self) -> dict[str, str]:
+        return self._template_errors
+
+    def template_error(self, name: str) -> str | None:
+        """Why the image cannot be built: its own template, or an ancestor's, does not parse."""
+        for ancestor in self.chain(name):
+            error = self._template_errors.get(ancestor)
+            if error and ancestor == name:
+                return error
+            if error:
+                kin = "parent" if ancestor == self.images[name].parent else "ancestor"
+                return (f"image {name!r}: {kin} {ancestor!r} cannot be built ({error}); fix its template, then: "
+                        f"dagster asset materialize -m definitions --select '{ancestor}*'")
+        return None
 
     @property
     def target(self) -> str:
@@ -219,6 +240,31 @@ def _where(loc: tuple) -> str:
     return f"field {'.'.join(parts)!r}"
 
 
+def _model_fields(loc: tuple) -> list[str]:
+    """Field names of the model that holds the last part of an error location."""
+    def model(node):
+        return next((t for t in (node, *get_args(node)) if isinstance(t, type) and issubclass(t, BaseModel)), None)
+
+    node = Catalog
+    for part in loc[:-1]:
+        if get_origin(node) is dict:  # a key of images, repos, secrets
+            node = get_args(node)[1]
+        elif (found := model(node)) and part in found.model_fields:
+            node = found.model_fields[part].annotation
+        else:
+            return []
+    found = model(node)
+    return [f for f in found.model_fields if f != "path"] if found else []
+
+
+def _message(err: dict) -> str:
+    if err["type"] == "extra_forbidden":
+        field = str(err["loc"][-1])
+        near = difflib.get_close_matches(field, _model_fields(err["loc"]), n=1)
+        return f"unknown field {field!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+    return err["msg"].removeprefix("Value error, ")
+
+
 def catalog_path(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get("IMAGE_ASSETS_CATALOG") or DEFAULT_CATALOG).resolve()
 
@@ -244,10 +290,10 @@ def load_catalog(path: str | os.PathLike | None = None) -> Catalog:
     try:
         catalog = Catalog.model_validate({**raw, "path": path})
     except ValidationError as exc:
-        err = exc.errors()[0]
+        # An unknown field (a typo) often causes the other errors, e.g. a missing `layer` for `layr`.
+        err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        msg = err["msg"].removeprefix("Value error, ")
-        raise CatalogError(f"{path}: {_where(err['loc'])}: {msg}{more}") from None
+        raise CatalogError(f"{path}: {_where(err['loc'])}: {_message(err)}{more}") from None
     _check_graph(catalog)
     return catalog
 
@@ -295,6 +341,18 @@ def _check_graph(catalog: Catalog) -> None:
         match = _REPO_TEMPLATE.match(img.template)
         if match and not (catalog.root_dir / img.template).exists() and match.group(1) not in catalog.repos:
             fail(name, "template", f"unknown repo {match.group(1)!r} in {img.template!r}")
+        for field, keys in (("variables", img.variables), ("secrets", img.secrets)):
+            for var in keys:
+                if var in templates.INJECTED:
+                    fail(name, f"{field}.{var}", f"{var!r} is injected by the build; a catalog variable may not "
+                                                 f"reuse an injected name ({', '.join(templates.INJECTED)})")
+        for key, source in img.content.items():  # read as the build resolves it (build.py)
+            repo, _, rel = source.partition(":") if ":" in source else ("", "", source)
+            if repo and repo not in catalog.input_repos(name):
+                fail(name, f"content.{key}", f"repo {repo!r} is not an input of this image "
+                                             f"(inputs: {', '.join(catalog.input_repos(name)) or 'none'})")
+            if not repo and not (catalog.root_dir / rel).exists():
+                fail(name, f"content.{key}", f"{(catalog.root_dir / rel).resolve()} does not exist")
     for name in catalog.images:
         seen = [name]
         parent = catalog.images[name].parent
@@ -313,6 +371,13 @@ def _check_graph(catalog: Catalog) -> None:
             continue  # a repo template is read after checkout, at build time
         if not template_dir.is_dir() or not list(template_dir.glob("*.pkr.hcl")):
             fail(name, "template", f"template directory {template_dir} does not exist or holds no *.pkr.hcl")
+        try:
+            templates.declared_variables(template_dir)
+        except templates.TemplateError as exc:
+            catalog.template_errors[name] = f"image {name!r}, field 'template': {exc}"
+            logging.getLogger(__name__).warning("%s: %s (this image and its descendants will fail)",
+                                                catalog.path, catalog.template_errors[name])
+            continue
         check_variables(catalog.path, name, img, template_dir)
     used = {repo for name in catalog.images for repo in catalog.input_repos(name)}
     for repo in catalog.repos:
@@ -321,15 +386,93 @@ def _check_graph(catalog: Catalog) -> None:
 
 
 def check_variables(path: Path, name: str, img: Image, template_dir: Path) -> None:
-    """Catalog variables must be declared by the template: a load-time error, not a packer failure."""
+    """Catalog variables and secrets against what the template declares: a load-time error, not a
+    packer failure. The first problem is raised, with the count of the others."""
     try:
         declared = templates.declared_variables(template_dir)
     except templates.TemplateError as exc:
         raise CatalogError(f"{path}: image {name!r}, field 'template': {exc}") from None
+    problems = []
     for field, keys in (("variables", img.variables), ("secrets", img.secrets)):
-        for var in keys:
-            if var not in declared:
-                raise CatalogError(
-                    f"{path}: image {name!r}, field '{field}.{var}': "
-                    f"template {template_dir} declares no variable {var!r}"
-                )
+        problems += [(f"{field}.{var}", f"template {template_dir} declares no variable {var!r}")
+                     for var in keys if var not in declared]
+    for var, value in img.variables.items():
+        mismatch = var in declared and type_mismatch(value, declared[var].type)
+        if mismatch:
+            problems.append((f"variables.{var}", f"the template declares {var!r} as {declared[var].type}: {var}{mismatch}"))
+    for var in img.secrets:
+        kind = declared[var].type.partition("(")[0] if var in declared else "string"
+        if kind not in ("string", "map", "object"):
+            problems.append((f"secrets.{var}", f"the template declares {var!r} as {declared[var].type}; a secret "
+                                               "must be a string, map or object variable (a map or object takes JSON)"))
+    required = sorted(v.name for v in declared.values() if not v.has_default and v.name not in templates.INJECTED
+                      and v.name not in img.variables and v.name not in img.secrets)
+    if required:
+        problems.append(("variables", f"template {template_dir} requires {', '.join(map(repr, required))} "
+                                      "(no default): set them under variables or secrets"))
+    if problems:
+        field, msg = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CatalogError(f"{path}: image {name!r}, field {field!r}: {msg}{more}")
+
+
+def _split(text: str) -> list[str]:
+    """Top-level comma-separated parts of a type expression's arguments."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += char in "([{"
+        depth -= char in ")]}"
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [p for p in parts + [text[start:]] if p]
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {value}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    return {list: "a list", dict: "a mapping"}.get(type(value), f"a {type(value).__name__}")
+
+
+def type_mismatch(value: Any, hcl_type: str) -> str | None:
+    """Why a YAML value does not fit an HCL type expression (whitespace removed), as
+    "<path> is <what>, not a <kind>"; None when it fits or the type is one we do not know."""
+    kind, _, rest = hcl_type.partition("(")
+    inner = rest[:-1]
+    if kind == "string":
+        if isinstance(value, str):
+            return None
+        hint = ""
+        if value is not None and not isinstance(value, (list, dict)):
+            hint = "; quote it (YAML reads an unquoted 1.30 as the number 1.3, yes as true, 2024-01-01 as a date)"
+        return f" is {_describe(value)}, not a string{hint}"
+    if kind == "number":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok else f" is {_describe(value)}, not a number"
+    if kind == "bool":
+        return None if isinstance(value, bool) else f" is {_describe(value)}, not a bool"
+    if kind in ("list", "set", "tuple"):
+        if not isinstance(value, list):
+            return f" is {_describe(value)}, not a list"
+        items = _split(inner[1:-1]) if kind == "tuple" else [inner] * len(value)
+        if len(items) != len(value):
+            return f" has {len(value)} items, not {len(items)}"
+        return next((f"[{i}]{m}" for i, (item, t) in enumerate(zip(value, items)) if (m := type_mismatch(item, t))), None)
+    if kind in ("map", "object"):
+        if not isinstance(value, dict):
+            return f" is {_describe(value)}, not a mapping"
+        if kind == "map":
+            attrs = {key: inner for key in value}
+        else:
+            attrs = dict(part.partition("=")[::2] for part in _split(inner[1:-1]))
+            missing = [key for key in attrs if key not in value]
+            if missing:
+                return f" has no attribute {missing[0]!r}"
+        return next((f".{key}{m}" for key, t in attrs.items() if key in value and (m := type_mismatch(value[key], t))), None)
+    return None  # any, or an expression we do not parse: packer judges it

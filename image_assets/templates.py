@@ -61,12 +61,26 @@ def _parse(files: list[Path]) -> dict[str, Variable]:
             with path.open() as handle:
                 doc = hcl2.load(handle)
         except Exception as exc:  # python-hcl2 raises lark errors of several kinds
-            raise TemplateError(f"{path}: cannot parse HCL: {exc}") from None
+            raise TemplateError(f"{_where(path, exc)}: cannot parse HCL: {_problem(exc)}") from None
         for block in doc.get("variable", []):
             for raw_name, body in block.items():
                 name = raw_name.strip('"')
                 found[name] = Variable(name, bool(body.get("sensitive")), "default" in body, _type_expr(body.get("type")))
     return found
+
+
+def _where(path: Path, exc: Exception) -> str:
+    """file:line:column from a lark error (its lines count from 1), or just the file."""
+    line, column = getattr(exc, "line", None), getattr(exc, "column", None)
+    return f"{path}:{line}:{column}" if isinstance(line, int) and line > 0 else str(path)
+
+
+def _problem(exc: Exception) -> str:
+    """One line: the unexpected token when lark names one, else the error's first line."""
+    token = str(getattr(exc, "token", "") or "").strip()
+    if token:
+        return f"unexpected {token.splitlines()[0][:40]!r}"
+    return re.sub(r",? at line \d+,? col(umn)? \d+\.?$", "", (str(exc) or type(exc).__name__).splitlines()[0])
 
 
 def declared_variables(template_dir: Path) -> dict[str, Variable]:

@@ -127,6 +127,10 @@ BAD = {
     "go template in a variable": (GOOD.replace("{playbook: cis.yml}", "{playbook: 'x{{ .Vars }}'}"),
                                   ["image 'global-linux'", "field 'variables'", "packer would evaluate it"]),
     "not a mapping": ("- just\n- a list\n", ["must be a mapping"]),
+    "missing content": (GOOD.replace("{playbook: cis.yml}", "{playbook: cis.yml}\n    content: {roles: nope/roles}"),
+                        ["image 'global-linux'", "field 'content.roles'", "nope/roles does not exist"]),
+    "content repo not an input": (GOOD.replace("    parent: global-linux\n", "    parent: global-linux\n    content: {r: 'roles:x'}\n"),
+                                  ["image 'svc'", "field 'content.r'", "repo 'roles' is not an input"]),
 }
 
 
@@ -149,3 +153,171 @@ def test_yaml_syntax_error_names_the_line(write):
 
 def test_missing_catalog_file_is_named(tmp_path):
     assert "cannot read catalog" in error_of(tmp_path / "nope.yaml")
+
+
+# --- issue 9: the catalog refuses what it cannot honour, when it loads ---------------------------
+
+def test_unknown_fields_are_refused_with_the_nearest_valid_name(write):
+    cases = {
+        "varaibles": (GOOD.replace("variables: {playbook", "varaibles: {playbook"),
+                      "image 'global-linux', field 'varaibles': unknown field 'varaibles' (did you mean 'variables'?)"),
+        "secret": (GOOD.replace("variables: {playbook: cis.yml}", "secret: {token: {env: TOKEN}}"),
+                   "image 'global-linux', field 'secret': unknown field 'secret' (did you mean 'secrets'?)"),
+        "kep": (GOOD.replace("variables: {playbook: cis.yml}", "variables: {playbook: cis.yml}\n    retention: {kep: 1}"),
+                "image 'global-linux', field 'retention.kep': unknown field 'kep' (did you mean 'keep'?)"),
+        "git_timout_seconds": (GOOD.replace("region: us-east-1}", "region: us-east-1, git_timout_seconds: 5}"),
+                               "field 'defaults.git_timout_seconds': unknown field 'git_timout_seconds' "
+                               "(did you mean 'git_timeout_seconds'?)"),
+        "repo": (GOOD.replace('tags: "v*"}', 'tag: "v*"}'),
+                 "repo 'roles', field 'tag': unknown field 'tag' (did you mean 'tags'?)"),
+        "secret env": (GOOD.replace("variables: {playbook: cis.yml}", "secrets: {token: {evn: TOKEN}}"),
+                       "image 'global-linux', field 'secrets.token.evn': unknown field 'evn' (did you mean 'env'?)"),
+    }
+    for case, (text, expected) in cases.items():
+        message = error_of(write(text))
+        assert expected in message, f"{case}: {message}"
+
+
+def test_an_unknown_field_is_reported_before_what_it_causes(write):
+    # `layr` is unknown and, because of it, `layer` is missing: the typo is the clearer message.
+    message = error_of(write(GOOD.replace("layer: service", "layr: service")))
+    assert "image 'svc', field 'layr': unknown field 'layr' (did you mean 'layer'?) (and 1 more)" in message
+
+
+TYPED = """
+variable "version" {
+  type    = string
+  default = ""
+}
+variable "count" {
+  type    = number
+  default = 1
+}
+variable "enabled" {
+  type    = bool
+  default = false
+}
+variable "scripts" {
+  type    = list(string)
+  default = []
+}
+variable "env" {
+  type    = map(string)
+  default = {}
+}
+variable "disk" {
+  type    = object({ name = string, size = number })
+  default = { name = "root", size = 8 }
+}
+variable "anything" {
+  default = null
+}
+"""
+
+
+def _typed(write, tmp_path, variables: str = "", secrets: str = "") -> Path:
+    (tmp_path / "tpl" / "typed").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "tpl" / "typed" / "variables.pkr.hcl").write_text(TYPED)
+    image = "\n  typed:\n    layer: global\n    parent: base\n    template: tpl/typed\n"
+    image += f"    variables: {variables}\n" if variables else ""
+    image += f"    secrets: {secrets}\n" if secrets else ""
+    return write(GOOD + image)
+
+
+def test_values_are_checked_against_the_declared_types(write, tmp_path):
+    good = ("{version: '1.30', count: 2.5, enabled: true, scripts: [a.sh, b.sh], env: {A: x}, "
+            "disk: {name: data, size: 20}, anything: [1, {a: b}]}")
+    assert load_catalog(_typed(write, tmp_path, good)).images["typed"].variables["version"] == "1.30"
+    cases = {
+        "{version: 1.30}": ["field 'variables.version'", "the number 1.3, not a string", "quote it"],
+        "{version: [a, b]}": ["field 'variables.version'", "a list, not a string"],
+        "{version: yes}": ["field 'variables.version'", "the boolean True, not a string", "quote it"],
+        "{count: three}": ["field 'variables.count'", "the string 'three', not a number"],
+        "{enabled: 'no'}": ["field 'variables.enabled'", "the string 'no', not a bool"],
+        "{scripts: a.sh}": ["field 'variables.scripts'", "list(string)", "not a list"],
+        "{scripts: [a.sh, 1.5]}": ["field 'variables.scripts'", "scripts[1] is the number 1.5, not a string"],
+        "{env: {A: 1}}": ["field 'variables.env'", "env.A is the number 1, not a string", "quote it"],
+        "{disk: {name: data}}": ["field 'variables.disk'", "disk has no attribute 'size'"],
+        "{disk: {name: data, size: big}}": ["field 'variables.disk'", "disk.size is the string 'big', not a number"],
+    }
+    for variables, expected in cases.items():
+        message = error_of(_typed(write, tmp_path, variables))
+        for part in expected:
+            assert part in message, f"{variables}: {part!r} not in {message!r}"
+
+
+def test_secrets_must_be_string_map_or_object_variables(write, tmp_path):
+    assert load_catalog(_typed(write, tmp_path, secrets="{version: {env: A}, env: {env: B}, disk: {env: C}}"))
+    message = error_of(_typed(write, tmp_path, secrets="{scripts: {env: A}}"))
+    assert "image 'typed', field 'secrets.scripts'" in message and "list(string)" in message
+    assert "string, map or object" in message
+
+
+def test_required_template_variables_are_listed_at_once(write, tmp_path):
+    (tmp_path / "tpl" / "req").mkdir(parents=True)
+    (tmp_path / "tpl" / "req" / "variables.pkr.hcl").write_text(TEMPLATE + """
+variable "vpc_id" { type = string }
+variable "subnet_id" { type = string }
+variable "api_key" {
+  type      = string
+  sensitive = true
+}
+""")
+    image = "\n  req:\n    layer: global\n    parent: base\n    template: tpl/req\n"
+    message = error_of(write(GOOD + image))
+    assert "image 'req', field 'variables'" in message
+    assert "'api_key', 'subnet_id', 'vpc_id'" in message and "image_name" not in message
+    message = error_of(write(GOOD + image + "    variables: {vpc_id: vpc-1}\n"))
+    assert "'api_key', 'subnet_id'" in message and "vpc_id" not in message
+    catalog = load_catalog(write(GOOD + image + "    variables: {vpc_id: vpc-1, subnet_id: s-1}\n"
+                                                "    secrets: {api_key: {env: API_KEY}}\n"))
+    assert catalog.images["req"].secrets["api_key"].env == "API_KEY"
+
+
+def test_injected_names_are_protected(write):
+    cases = {
+        "{playbook: cis.yml, image_name: mine}": "field 'variables.image_name'",
+        "{region: eu-west-1}": "field 'variables.region'",
+    }
+    for variables, field in cases.items():
+        message = error_of(write(GOOD.replace("{playbook: cis.yml}", variables)))
+        assert f"image 'global-linux', {field}" in message and "injected" in message, message
+    message = error_of(write(GOOD.replace("variables: {playbook: cis.yml}", "secrets: {image_name: {env: X}}")))
+    assert "image 'global-linux', field 'secrets.image_name'" in message and "injected" in message
+    # A template in a repo is read only at build time, yet an injected name is refused at load.
+    repo_template = GOOD.replace("template: tpl/linux\n    repos", "template: roles:packer/linux\n    repos")
+    message = error_of(write(repo_template.replace("{playbook: cis.yml}", "{tags: {a: b}}")))
+    assert "image 'global-linux', field 'variables.tags'" in message and "injected" in message
+
+
+BROKEN = 'variable "x" {\n  type    = string\n  default = ]\n}\n'  # line 3 does not parse
+
+
+def _broken(write, tmp_path) -> Path:
+    (tmp_path / "tpl" / "broken").mkdir(parents=True)
+    (tmp_path / "tpl" / "broken" / "variables.pkr.hcl").write_text(TEMPLATE)
+    (tmp_path / "tpl" / "broken" / "bad.pkr.hcl").write_text(BROKEN)
+    return write(GOOD.replace("    parent: global-linux\n    template: tpl/linux",
+                              "    parent: global-linux\n    template: tpl/broken"))
+
+
+def test_a_broken_template_breaks_only_its_own_images(write, tmp_path):
+    catalog = load_catalog(_broken(write, tmp_path))
+    where = f"{tmp_path / 'tpl' / 'broken' / 'bad.pkr.hcl'}:3:"
+    assert list(catalog.template_errors) == ["svc"]
+    assert where in catalog.template_errors["svc"] and "cannot parse HCL" in catalog.template_errors["svc"]
+    assert where in catalog.template_error("svc")
+    assert catalog.template_error("global-linux") is None and catalog.template_error("base") is None
+
+
+def test_definitions_load_with_a_broken_template(write, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = _broken(write, tmp_path)
+    code = "import definitions; print(sorted(k.to_user_string() for k in definitions.defs.resolve_asset_graph().get_all_asset_keys()))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                          env={**os.environ, "IMAGE_ASSETS_CATALOG": str(path)}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "'svc'" in done.stdout and "'global-linux'" in done.stdout
