@@ -13,9 +13,9 @@ fails its own build.
 Definition time is cheap: specs only; cloud, Dagster instance and packer are used when run.
 """
 
+import dataclasses
 import json
 import os
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,10 +24,10 @@ from pathlib import Path
 import dagster as dg
 
 from image_assets import build as buildmod
-from image_assets import gitrepos, lineage, templates
+from image_assets import gitrepos, lineage, template_check, templates
 from image_assets.catalog import Catalog
 from image_assets.cloud import MANAGED_BY, CloudError, connect, tags_of
-from image_assets.packer import PackerCli, PackerError, resolve_binary
+from image_assets.packer import PackerCli, PackerError, Redactor, resolve_binary
 from image_assets.records import latest_metadata
 
 EXISTS = "exists_and_available"
@@ -38,15 +38,14 @@ UP_TO_DATE = "up_to_date"
 CHECKS = (EXISTS, TAGS, NOT_REVOKED, TEMPLATE, UP_TO_DATE)
 REQUIRED_TAGS = ("ManagedBy", "ImageName", "ImageLayer", "ImageVersion", "ParentImageId", "RootImageId",
                  "Fingerprint", "GitRefs", "DagsterRunId")
-PACKER_TIMEOUT = 120
 OUTPUT_LIMIT = 2000  # characters of packer output kept in check metadata
 
 _DESCRIPTIONS = {
     EXISTS: "The asset's current image exists in the target and is available.",
     TAGS: "The image carries every image-assets tag, equal to the materialization metadata.",
     NOT_REVOKED: "The asset's current image is not tagged Revoked.",
-    TEMPLATE: "`packer validate -syntax-only`, `packer fmt -check` and `packer validate` with the catalog "
-              "variables pass on the image's template.",
+    TEMPLATE: "`packer validate -syntax-only`, `packer fmt -check`, `packer validate` with the catalog "
+              "variables, and the template contract (`python -m image_assets check-template`) pass on the image's template.",
     UP_TO_DATE: "The image was built on the current image of its parent asset (and so were its ancestors).",
 }
 BLOCKING = {EXISTS, TAGS, NOT_REVOKED}
@@ -125,100 +124,138 @@ def up_to_date(catalog: Catalog, name: str, chain: list[lineage.Link], current: 
 # --- template_valid ---------------------------------------------------------------------------
 
 
-def _run_packer(binary: str, args: list[str], cwd: Path) -> tuple[int, str]:
-    env = {**os.environ, "CHECKPOINT_DISABLE": "1"}
+def _run_packer(cli: PackerCli, args: list[str], cwd: Path, redact: Redactor) -> tuple[int, str]:
+    """One packer call through the project's runner; its human output, redacted."""
+    lines: list[str] = []
     try:
-        done = subprocess.run([binary, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=PACKER_TIMEOUT, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return -1, f"timed out after {PACKER_TIMEOUT}s"
-    return done.returncode, (done.stdout + done.stderr).strip()
+        out = cli.run(args, cwd=cwd, env={**os.environ, "CHECKPOINT_DISABLE": "1"}, redact=redact, echo=lines.append)
+    except (PackerError, OSError) as exc:
+        return -1, redact(str(exc))
+    text = "\n".join(lines)
+    text += "".join(f"\n{e}" for e in out.errors if e not in text)
+    return out.returncode, redact(text).strip()
 
 
-def _placeholder_vars(catalog: Catalog, name: str, template_dir: Path) -> dict:
-    """Catalog variables plus placeholders for what the build injects (and for secrets)."""
+def _leaves(value) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _leaves(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _leaves(v)]
+    return [str(value)]
+
+
+def redactor(catalog: Catalog, name: str, declared: dict) -> Redactor:
+    """Masks each leaf of the catalog variables the template declares sensitive, and cloud
+    credentials; catalog secrets are never read here (their placeholders are no secret)."""
+    image = catalog.images[name]
+    sensitive = [s for k, v in image.variables.items() if k in declared and declared[k].sensitive for s in _leaves(v)]
+    credentials = [v for k, v in os.environ.items() if k in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN") and v]
+    return Redactor([*sensitive, *credentials])
+
+
+def _placeholder_vars(catalog: Catalog, name: str, declared: dict, dirs: dict) -> dict:
+    """Catalog variables, placeholders for what the build injects (and for secrets), and the
+    input and content directories (they must exist: packer validate stats provisioner files)."""
     image = catalog.images[name]
     injected = {"image_name": name, "image_version": "0.0.0", "source_image_id": "ami-00000000",
                 "region": catalog.defaults.region, "tags": {"ManagedBy": MANAGED_BY},
-                "sandbox_endpoint": "http://127.0.0.1:1"}
-    declared = templates.declared_variables(template_dir)
+                "sandbox_endpoint": "http://127.0.0.1:1", **dirs}
     return {**{k: v for k, v in injected.items() if k in declared}, **image.variables,
             **{k: "placeholder" for k in image.secrets}}
 
 
-def validate_template(binary: str, catalog: Catalog, name: str, template_dir: Path) -> list[dict]:
-    """Each packer step with its exit code and output; all passed when every code is 0.
+def _input_dirs(catalog: Catalog, name: str, checkouts: dict[str, Path]) -> dict:
+    """input_dirs and content_dirs as the build injects them, from checkouts of the input repos."""
+    content = {}
+    for key, source in catalog.images[name].content.items():
+        repo, _, path = source.partition(":") if ":" in source else ("", "", source)
+        base = checkouts.get(repo, Path("/nonexistent") / repo) if repo else catalog.root_dir
+        content[key] = str((base / path).resolve())
+    return {"input_dirs": {repo: str(p) for repo, p in checkouts.items()}, "content_dirs": content}
+
+
+def validate_template(cli: PackerCli, catalog: Catalog, name: str, template_dir: Path,
+                      dirs: dict | None = None) -> tuple[list[dict], list[dict]]:
+    """(each packer step with its exit code and output, the contract findings of template_check).
 
     The three packer calls are independent reads of the template, so they run at once (each is
     ~0.1 s of packer start-up); a template that does not parse reports only that first step."""
+    findings = [dataclasses.replace(f, file=os.path.relpath(f.file, template_dir)).as_dict()
+                for f in template_check.check(template_dir, catalog.target, catalog.images[name], cli.version())]
     with tempfile.TemporaryDirectory(prefix="image-assets-validate-") as tmp:
         commands = [["validate", "-syntax-only"], ["fmt", "-check", "-diff"]]
         try:
+            declared = templates.declared_variables(template_dir)
+        except (templates.TemplateError, OSError) as exc:  # packer's syntax check says the same in its words
+            declared, unreadable = {}, str(exc)
+        else:
             var_file = Path(tmp) / "variables.pkrvars.json"
-            var_file.write_text(json.dumps(_placeholder_vars(catalog, name, template_dir)))
+            dirs = {**(dirs or {}), "manifest_path": str(Path(tmp) / "manifest.json")}
+            var_file.write_text(json.dumps(_placeholder_vars(catalog, name, declared, dirs)))
             commands.append(["validate", f"-only={buildmod.SOURCES.get(catalog.target, '')}", f"-var-file={var_file}"])
             unreadable = None
-        except templates.TemplateError as exc:  # packer's syntax check below says the same in its words
-            unreadable = str(exc)
+        redact = redactor(catalog, name, declared)
         with ThreadPoolExecutor(max_workers=len(commands)) as pool:
-            results = list(pool.map(lambda args: _run_packer(binary, [*args, str(template_dir)], Path(tmp)), commands))
+            results = list(pool.map(lambda args: _run_packer(cli, [*args, str(template_dir)], Path(tmp), redact), commands))
     steps = [{"command": "packer " + " ".join(args), "exit_code": code, "output": output[-OUTPUT_LIMIT:]}
              for args, (code, output) in zip(commands, results)]
     if steps[0]["exit_code"] != 0:
-        return steps[:1]  # a template that does not parse gives nothing more to learn
+        return steps[:1], findings  # a template that does not parse gives packer nothing more to say
     if unreadable:
-        steps.append({"command": "read declared variables (python-hcl2)", "exit_code": 1, "output": unreadable})
-    return steps
+        steps.append({"command": "read declared variables (python-hcl2)", "exit_code": 1, "output": redact(unreadable)})
+    return steps, findings
 
 
-_validated: dict[tuple, list[dict]] = {}  # images share templates: one validation per input, per process
+_validated: dict[tuple, tuple] = {}  # one validation per image and inputs, per process
 
 
-def _validate_cached(binary: str, catalog: Catalog, name: str, template_dir: Path) -> list[dict]:
+def template_valid(cli: PackerCli, catalog: Catalog, name: str, meta: dict | None = None) -> dg.AssetCheckResult:
+    """packer's checks and the template contract (template_check) on the image's template, with
+    its input repos (a repo template too) at the refs the image was built from (meta's git_refs;
+    the newest tags when no build is recorded)."""
     image = catalog.images[name]
-    key = (binary, str(template_dir), templates.content_digest(template_dir), catalog.target, catalog.defaults.region,
-           name, json.dumps(image.variables, sort_keys=True, default=str), tuple(sorted(image.secrets)))
-    if key not in _validated:
-        _validated[key] = validate_template(binary, catalog, name, template_dir)
-    return _validated[key]
-
-
-def template_valid(binary: str, catalog: Catalog, name: str) -> dg.AssetCheckResult:
     repo, path = catalog.template_ref(name)
     try:
-        if repo:  # a template in a git repo: validate it at the tag a build would use now
-            ref = buildmod.resolve_refs(catalog, name)[repo]
+        recorded = (meta or {}).get("git_refs") or {}
+        refs = buildmod.resolve_refs(catalog, name, recorded)
+        where = f"{repo}:{path} at {refs[repo]}" if repo else str(catalog.template_dir(name))
+        if set(refs) - set(recorded):
+            where += " (no build recorded: newest tags)"
+        key = (cli.binary, catalog.target, catalog.defaults.region, name, str(catalog.path),
+               json.dumps([image.variables, sorted(image.secrets), image.content], sort_keys=True, default=str),
+               tuple(sorted((r, str(ref)) for r, ref in refs.items())),
+               "" if repo else templates.content_digest(catalog.template_dir(name)))
+        if key not in _validated:
             with tempfile.TemporaryDirectory(prefix="image-assets-template-") as tmp:
-                template_dir = gitrepos.checkout(catalog.repos[repo].url, ref, Path(tmp) / repo) / path
-                steps = validate_template(binary, catalog, name, template_dir)
-            where = f"{repo}:{path} at {ref}"
-        else:
-            template_dir = catalog.template_dir(name)
-            steps = _validate_cached(binary, catalog, name, template_dir)
-            where = str(template_dir)
-    except (buildmod.BuildError, gitrepos.GitError, templates.TemplateError, OSError) as exc:
-        return _result(name, TEMPLATE, False, f"template {catalog.images[name].template}: {exc}")
-    failed = [s for s in steps if s["exit_code"] != 0]
-    if failed:
-        first = failed[0]
-        hint = f" (run `packer fmt {where}` to fix)" if first["command"].startswith("packer fmt") else ""
-        description = f"`{first['command']}` failed on {where}{hint}: {first['output'][:500]}"
+                checkouts = {r: gitrepos.checkout(catalog.repos[r].url, ref, Path(tmp) / r) for r, ref in refs.items()}
+                template_dir = checkouts[repo] / path if repo else catalog.template_dir(name)
+                _validated[key] = validate_template(cli, catalog, name, template_dir, _input_dirs(catalog, name, checkouts))
+        steps, findings = _validated[key]
+    except (buildmod.BuildError, gitrepos.GitError, templates.TemplateError, PackerError, OSError, ValueError) as exc:
+        return _result(name, TEMPLATE, False, f"template {image.template}: {exc}")
+    problems = []
+    for step in (s for s in steps if s["exit_code"] != 0):
+        hint = f" (run `packer fmt {where}` to fix)" if step["command"].startswith("packer fmt") else ""
+        problems.append(f"`{step['command']}` failed on {where}{hint}: {step['output'][:500]}")
+    problems += [f"{f['file']}{':' + str(f['line']) if f['line'] else ''}: {f['problem']} (fix: {f['fix']})" for f in findings]
+    if problems:
+        description = f"{len(problems)} problem(s) with {where}: " + "\n".join(problems)
     else:
-        description = f"packer validate and fmt -check pass on {where}"
-    return _result(name, TEMPLATE, not failed, description, template=where,
-                   steps=dg.MetadataValue.json(steps))
+        description = f"packer validate, fmt -check and the template contract pass on {where}"
+    return _result(name, TEMPLATE, not problems, description[:4000], template=where,
+                   steps=dg.MetadataValue.json(steps), findings=dg.MetadataValue.json(findings))
 
 
 # --- evaluation and the Dagster definitions ---------------------------------------------------
 
 
 def evaluate(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected: set[str],
-             packer_binary: str, metadata: dict | None = None) -> Iterator[dg.AssetCheckResult]:
+             packer: PackerCli, metadata: dict | None = None) -> Iterator[dg.AssetCheckResult]:
     """Results of the selected checks for the asset's current image: the one just built
     (`metadata`), else its latest materialization."""
     meta = metadata or latest_metadata(instance, name)
     if TEMPLATE in selected:
-        yield template_valid(packer_binary, catalog, name)
+        yield template_valid(packer, catalog, name, meta)
     cloud_checks = [c for c in CHECKS if c in selected and c != TEMPLATE]
     if not cloud_checks:
         return
@@ -252,10 +289,9 @@ def results(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected:
             metadata: dict | None = None) -> Iterator[dg.AssetCheckResult]:
     """The selected checks' results, run inside the image's asset step (see assets.built_asset)."""
     try:
-        binary = resolve_binary(packer.binary)
+        resolve_binary(packer.binary)
     except PackerError as exc:
-        binary = None
         if TEMPLATE in selected:
             selected = selected - {TEMPLATE}
             yield _result(name, TEMPLATE, False, str(exc))
-    yield from evaluate(catalog, name, instance, selected, binary or "packer", metadata)
+    yield from evaluate(catalog, name, instance, selected, packer, metadata)

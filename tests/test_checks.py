@@ -2,11 +2,14 @@
 
 import dagster as dg
 
-from conftest import latest, write_demo_catalog
+from conftest import latest, materialize, write_demo_catalog
 from image_assets import checks, sandbox
 from image_assets.catalog import load_catalog
 from image_assets.defs import build_defs
+from image_assets.packer import REDACTED, PackerCli
+from test_git_inputs import git
 from test_lifecycle import run, run_checks
+from test_template_check import byo_template
 
 CHECKS = {"exists_and_available", "tags_complete", "not_revoked", "template_valid", "up_to_date"}
 
@@ -80,9 +83,73 @@ def test_catalog_variables_are_validated_against_the_template(tmp_path, work_dir
     def edit(doc):
         doc["images"]["python310"]["variables"]["playbook"] = "roles/python310.yml"  # the template forbids dirs
     catalog = load_catalog(write_demo_catalog(tmp_path / "project", edit))
-    result = checks.template_valid("packer", catalog, "python310")
+    result = checks.template_valid(PackerCli(), catalog, "python310")
     assert not result.passed and "playbook must be a file name" in result.description
-    assert checks.template_valid("packer", catalog, "global-linux").passed
+    assert checks.template_valid(PackerCli(), catalog, "global-linux").passed
+
+
+def test_template_valid_fails_when_the_target_source_is_missing(tmp_path, work_dir, instance):
+    # packer validate -only=amazon-ebs.sandbox on a template without that source matches nothing
+    # and passes; the build then makes no artifact.
+    def edit(doc):
+        doc["images"]["global-linux"]["template"] = "packer/gcp/linux"
+    catalog = load_catalog(write_demo_catalog(tmp_path / "project", edit))
+    found = run_checks(catalog, instance, "global-linux")[("global-linux", "template_valid")]
+    assert not found.passed
+    assert "no source amazon-ebs.sandbox" in found.description
+
+
+def test_template_valid_checks_the_ref_that_was_built(tmp_path, work_dir, instance):
+    """A template in a git repo is validated at the tag@commit of the image's materialization,
+    not at a newer tag nobody has built yet."""
+    remote, clone = tmp_path / "team-templates.git", tmp_path / "clone"
+    git("init", "-q", "--bare", str(remote))
+    git("clone", "-q", str(remote), str(clone))
+    byo_template(clone / "byo")
+    git("add", ".", cwd=clone)
+    git("commit", "-qm", "team template", cwd=clone)
+    git("tag", "v1.0.0", cwd=clone)
+    git("push", "-q", "origin", "HEAD:main", "v1.0.0", cwd=clone)
+
+    def edit(doc):
+        doc["repos"]["team-templates"] = {"url": str(remote), "tags": "v*"}
+        doc["images"]["team-base"] = {"layer": "global", "parent": "al2023", "template": "team-templates:byo"}
+    catalog = load_catalog(write_demo_catalog(tmp_path / "project", edit))
+    materialize(catalog, instance, selection=["al2023", "team-base"])
+    built = latest(instance, "team-base")["git_refs"]["team-templates"]
+    assert built.startswith("v1.0.0@")
+
+    (clone / "byo" / "lookup.pkr.hcl").write_text('data "amazon-ami" "base" {\n  region = var.region\n}\n')
+    git("add", ".", cwd=clone)
+    git("commit", "-qm", "look the base image up (needs packer 1.7)", cwd=clone)
+    git("tag", "v1.1.0", cwd=clone)
+    git("push", "-q", "origin", "HEAD:main", "v1.1.0", cwd=clone)
+
+    found = run_checks(catalog, instance, "team-base")[("team-base", "template_valid")]
+    assert found.passed, found.description
+    assert found.metadata["template"].value == f"team-templates:byo at {built}"
+    newest = checks.template_valid(PackerCli(), catalog, "team-base")  # nothing recorded: the newest tag
+    assert not newest.passed and "v1.1.0@" in newest.description and "`data` needs packer" in newest.description
+
+
+def test_template_valid_masks_sensitive_catalog_values(tmp_path, work_dir):
+    token = "tok-4f9a71"  # short: packer wraps long lines, and masking a wrapped value is packer.py's job
+
+    def edit(doc):
+        doc["images"]["team-base"] = {"layer": "global", "parent": "al2023", "template": "team/byo",
+                                      "variables": {"api_token": token}}
+    path = write_demo_catalog(tmp_path / "project", edit)
+    template = byo_template(path.parent / "team" / "byo")
+    (template / "token.pkr.hcl").write_text(
+        'variable "api_token" {\n  type      = string\n  sensitive = true\n}\n\n'
+        'build {\n  sources = ["source.amazon-ebs.sandbox"]\n\n'
+        '  provisioner "shell-local" {\n    script = "/opt/${var.api_token}/fetch.sh"\n  }\n}\n')
+    result = checks.template_valid(PackerCli(), load_catalog(path), "team-base")
+    assert not result.passed
+    recorded = result.description + repr(result.metadata)
+    assert "Bad script '/opt/" + REDACTED in recorded  # packer quoted the value; the check masked it
+    assert token not in recorded
+    assert "2 build blocks use amazon-ebs.sandbox" in result.description
 
 
 def test_a_failing_blocking_check_stops_the_children(demo_catalog, instance, cloud):
