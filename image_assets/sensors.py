@@ -1,7 +1,8 @@
 """Sensors: git tags and vendor image releases request runs of exactly the changed subtrees.
 
 `git_tag_sensor` (contract name) lists the tags of every catalog repo with `git ls-remote`, in
-parallel, and compares them with its cursor, JSON `{repo: {tag: commit}}`:
+parallel, and compares them with its cursor, JSON `{"repos": {repo: {tag: commit}}, "requests": N,
+"since": baseline time}` (the first format, a bare `{repo: {tag: commit}}`, is read and rewritten):
 
 - The first evaluation (no cursor entry for a repo) records that repo's tags as a baseline and
   requests nothing for it: tags that existed before the sensor was switched on are not news, and
@@ -14,9 +15,11 @@ parallel, and compares them with its cursor, JSON `{repo: {tag: commit}}`:
   tag is a lower version: builds always use the newest release (what a manual build would take),
   a backported hotfix must not roll images back to an old line, and the fingerprint makes such a
   run reuse the existing images when the newest commit did not change.
-- The run key is a digest of the changed (repo, tag, previous commit, new commit): evaluating
-  the same tick twice requests the same key (Dagster starts it once), while a tag moved back to a
-  commit it had before still builds (a plain (repo, tag, commit) key would match an old run).
+- The run key is a digest of the changed (repo, tag, previous commit, new commit), the cursor's
+  request counter N (one more after each request) and the time of its first baseline. Evaluating
+  the same tick twice starts from the same cursor and requests the same key (Dagster starts it
+  once); every new change gets a new key, also a tag moved A->B->A->B, whose changes repeat (Dagster
+  would skip a key any earlier run of the sensor had), and after a cursor reset.
 - A repo that cannot be reached is warned about and skipped; its cursor entry stays as it was,
   so its new tags are picked up once it is back. A deleted tag is logged and builds nothing.
 
@@ -27,6 +30,7 @@ its subtree when the id changed; an unreachable cloud is warned about and keeps 
 Nothing here runs git or the cloud at import or definition time: only inside a tick.
 """
 
+import datetime
 import hashlib
 import json
 import re
@@ -61,8 +65,8 @@ def _names(names: list[str], most: int = 10) -> str:
     return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-def _digest(items) -> str:
-    return hashlib.sha256(json.dumps(sorted(items)).encode()).hexdigest()[:32]
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()[:32]
 
 
 def _load_cursor(raw: str | None) -> dict:
@@ -71,6 +75,17 @@ def _load_cursor(raw: str | None) -> dict:
     except ValueError:
         return {}  # an unreadable cursor is a fresh baseline, not a crash on every tick
     return value if isinstance(value, dict) else {}
+
+
+def _load_git_cursor(raw: str | None) -> tuple[dict, int, str]:
+    """(repo -> {tag: commit}, requests so far, baseline time) from either cursor format."""
+    value = _load_cursor(raw)
+    if isinstance(value.get("requests"), int) and isinstance(value.get("repos"), dict):
+        return value["repos"], value["requests"], str(value.get("since", ""))
+    # The first format, {repo: {tag: commit}}: no repo entry is an int, so it never looks like the above.
+    # No cursor at all is a fresh baseline: its time keeps keys apart from runs before a cursor reset.
+    since = datetime.datetime.now(datetime.timezone.utc).isoformat() if not value else ""
+    return value, 0, since
 
 
 def subtree_selection(catalog: Catalog, roots) -> list[str]:
@@ -109,7 +124,7 @@ def list_all_tags(catalog: Catalog, log) -> dict[str, dict[str, str]]:
 
 
 def evaluate_git_tags(catalog: Catalog, cursor_text: str | None, log) -> dg.SensorResult:
-    previous = _load_cursor(cursor_text)
+    previous, requests, since = _load_git_cursor(cursor_text)
     seen = list_all_tags(catalog, log)
     # Unreachable repos keep their entry; repos no longer in the catalog are dropped.
     cursor = {repo: tags for repo, tags in previous.items() if repo in catalog.repos and isinstance(tags, dict)}
@@ -125,13 +140,16 @@ def evaluate_git_tags(catalog: Catalog, cursor_text: str | None, log) -> dg.Sens
         changes += [(repo, tag, old.get(tag) or "", commit)
                     for tag, commit in sorted(tags.items()) if old.get(tag) != commit]
     changes.sort()  # one order for the key and the readable tag, whatever order git answered in
-    new_cursor = json.dumps(cursor, sort_keys=True)
+
+    def new_cursor(count: int) -> str:
+        return json.dumps({"repos": cursor, "requests": count, "since": since}, sort_keys=True)
+
     note = f"first evaluation for {_names(baseline)}: tags recorded as the baseline, nothing requested"
     if baseline:
         log.info(f"git_tag_sensor: {note}")
     if not changes:
         why = note if baseline else "no new or moved matching tag"
-        return dg.SensorResult(skip_reason=dg.SkipReason(why), cursor=new_cursor)
+        return dg.SensorResult(skip_reason=dg.SkipReason(why), cursor=new_cursor(requests))
 
     changed_repos = sorted({repo for repo, *_ in changes})
     selection = subtree_selection(catalog, [img for repo in changed_repos for img in catalog.users_of_repo(repo)])
@@ -145,12 +163,12 @@ def evaluate_git_tags(catalog: Catalog, cursor_text: str | None, log) -> dg.Sens
     trigger = " ".join(f"{repo}@{tag}" for repo, tag, _, _ in changes)
     log.info(f"git_tag_sensor: {trigger} -> rebuild {', '.join(selection)}")
     request = dg.RunRequest(
-        run_key=f"git-{_digest(changes)}",
+        run_key=f"git-{_digest([since, requests, changes])}",
         asset_selection=[dg.AssetKey([name]) for name in selection],
         tags={GIT_REFS_TAG: json.dumps(refs, sort_keys=True, separators=(",", ":")),
               TRIGGER_TAG: _tag_value(trigger)},
     )
-    return dg.SensorResult(run_requests=[request], cursor=new_cursor)
+    return dg.SensorResult(run_requests=[request], cursor=new_cursor(requests + 1))
 
 
 def evaluate_vendor_images(catalog: Catalog, cursor_text: str | None, log) -> dg.SensorResult:
@@ -180,7 +198,7 @@ def evaluate_vendor_images(catalog: Catalog, cursor_text: str | None, log) -> dg
     trigger = " ".join(f"{name}={new}" for name, _, new in changes)
     log.info(f"vendor_image_sensor: {trigger} -> rebuild {', '.join(selection)}")
     request = dg.RunRequest(
-        run_key=f"vendor-{_digest(changes)}",
+        run_key=f"vendor-{_digest(sorted(changes))}",
         asset_selection=[dg.AssetKey([name]) for name in selection],
         tags={TRIGGER_TAG: _tag_value(trigger)},
     )

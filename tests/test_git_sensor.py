@@ -135,6 +135,10 @@ def pinned(request) -> dict[str, str]:
     return json.loads(request.tags[GIT_REFS_TAG])
 
 
+def tags_in(cursor: str) -> dict[str, dict[str, str]]:
+    return json.loads(cursor)["repos"]
+
+
 def fake_git(world, monkeypatch) -> Path:
     """A `git` first on PATH that only records that it ran."""
     ran, fake = world.tmp / "GIT_RAN", world.tmp / "fakebin"
@@ -157,8 +161,8 @@ def test_definitions_carry_both_sensors_running_by_default(world, monkeypatch):
 
 def test_baseline_then_roles_tag_selects_users_and_descendants(world):
     cursor = world.baseline()
-    assert json.loads(cursor)["roles"] == {"v1.0.0": world.commit_of("roles", "v1.0.0")}
-    assert set(json.loads(cursor)) == set(REPOS)
+    assert tags_in(cursor)["roles"] == {"v1.0.0": world.commit_of("roles", "v1.0.0")}
+    assert set(tags_in(cursor)) == set(REPOS)
 
     commit = world.tag("roles", "v1.1.0", new_commit=True)
     result = world.tick(cursor)
@@ -170,7 +174,7 @@ def test_baseline_then_roles_tag_selects_users_and_descendants(world):
     assert set(refs) == {"roles", "tpl", "app", "svc-a", "svc-b"}
     assert refs["roles"] == f"v1.1.0@{commit}"
     assert refs["tpl"] == f"v1.0.0@{world.commit_of('tpl', 'v1.0.0')}"
-    assert json.loads(result.cursor)["roles"]["v1.1.0"] == commit
+    assert tags_in(result.cursor)["roles"]["v1.1.0"] == commit
     # The next tick with the new cursor sees nothing new.
     again = world.tick(result.cursor)
     assert not again.run_requests and "no new or moved" in again.skip_message
@@ -207,7 +211,7 @@ def test_non_matching_tag_starts_nothing(world):
     world.tag("roles", "nightly", annotated=False)
     result = world.tick(cursor)
     assert not result.run_requests
-    assert "release-7" not in json.loads(result.cursor)["roles"]
+    assert "release-7" not in tags_in(result.cursor)["roles"]
 
 
 def test_deleted_tag_starts_nothing_and_leaves_the_cursor(world, capsys):
@@ -216,7 +220,7 @@ def test_deleted_tag_starts_nothing_and_leaves_the_cursor(world, capsys):
     git("push", "-q", "origin", "--delete", "refs/tags/v1.1.0", cwd=world.work("roles"))
     result = world.tick(cursor)
     assert not result.run_requests
-    assert json.loads(result.cursor)["roles"] == {"v1.0.0": world.commit_of("roles", "v1.0.0")}
+    assert tags_in(result.cursor)["roles"] == {"v1.0.0": world.commit_of("roles", "v1.0.0")}
     assert "'v1.1.0' was deleted from repo 'roles'" in capsys.readouterr().err
 
 
@@ -244,6 +248,47 @@ def test_moved_tag_triggers_and_moving_it_back_triggers_again(world):
     assert pinned(back)["roles"] == f"v1.0.0@{old}" and back.run_key != request.run_key
 
 
+def move_tag(world, repo, tag, commit):
+    git("tag", "-f", "-a", "-m", f"move to {commit}", tag, commit, cwd=world.work(repo))
+    git("push", "-q", "-f", "origin", f"refs/tags/{tag}", cwd=world.work(repo))
+
+
+def test_tag_moved_back_and_forth_gets_a_new_run_key_each_time_and_one_per_tick(world):
+    """A->B->A->B->A repeats the same two changes; Dagster skips a run key any earlier run had."""
+    cursor = world.baseline()
+    a, b = world.commit_of("roles", "v1.0.0"), world.commit("roles")
+    git("push", "-q", "origin", "HEAD:refs/heads/main", cwd=world.work("roles"))
+    keys = []
+    for commit in (b, a, b, a):
+        move_tag(world, "roles", "v1.0.0", commit)
+        first, again = world.tick(cursor), world.tick(cursor)  # a tick that raised is evaluated again
+        request = only_request(first)
+        assert only_request(again).run_key == request.run_key and again.cursor == first.cursor
+        assert pinned(request)["roles"] == f"v1.0.0@{commit}"
+        keys.append(request.run_key)
+        cursor = first.cursor
+    assert len(set(keys)) == 4, keys
+    assert json.loads(cursor)["requests"] == 4
+
+    # A reset cursor starts a new baseline; the same change as the first one still gets a new key.
+    reset = world.baseline()
+    move_tag(world, "roles", "v1.0.0", b)
+    assert only_request(world.tick(reset)).run_key not in keys
+
+
+def test_cursor_of_the_first_format_is_read_and_migrated(world):
+    old_format = json.dumps(tags_in(world.baseline()))  # {repo: {tag: commit}}
+    commit = world.tag("roles", "v1.1.0", new_commit=True)
+    result = world.tick(old_format)
+    request = only_request(result)  # the repos are known: a change, not a new baseline
+    assert selected(request) == ROLES_TREE and pinned(request)["roles"] == f"v1.1.0@{commit}"
+    assert only_request(world.tick(old_format)).run_key == request.run_key
+    migrated = json.loads(result.cursor)
+    assert migrated["requests"] == 1 and migrated["repos"]["roles"]["v1.1.0"] == commit
+    assert set(migrated["repos"]) == set(REPOS)
+    assert not world.tick(result.cursor).run_requests
+
+
 def test_lower_version_tag_triggers_but_pins_the_newest_version(world):
     """A hotfix tag below the newest release rebuilds, from the newest release: never a rollback."""
     world.tag("roles", "v1.9.0", new_commit=True)
@@ -268,7 +313,7 @@ def test_unreachable_repo_is_skipped_and_picked_up_when_back(world, capsys, monk
     # A repo behind credentials in its URL that never answers: reported without the password.
     world.repos["tools"]["url"] = f"http://ci:s3cret-token@127.0.0.1:{free_port()}/tools.git"
     cursor = world.baseline()
-    assert "tools" not in json.loads(cursor)
+    assert "tools" not in tags_in(cursor)
 
     away = world.tmp / "roles-away.git"
     world.bare("roles").rename(away)
@@ -281,7 +326,7 @@ def test_unreachable_repo_is_skipped_and_picked_up_when_back(world, capsys, monk
     request = only_request(result)
     assert selected(request) == ["svc-a"]
     assert pinned(request)["svc-a"] == f"v1.0.1@{svc_commit}"
-    assert json.loads(result.cursor)["roles"] == json.loads(cursor)["roles"]  # kept as it was
+    assert tags_in(result.cursor)["roles"] == tags_in(cursor)["roles"]  # kept as it was
     assert f"WARNING - git_tag_sensor: repo 'roles' ({world.bare('roles')}) cannot be reached" in log
     assert "does not appear to be a git repository" in log
     assert "repo 'tools' (http://***@127.0.0.1:" in log
@@ -299,7 +344,7 @@ def test_unreachable_input_of_a_selected_image_is_pinned_as_last_seen(world):
     shutil.move(world.bare("tpl"), world.tmp / "tpl-away.git")
     world.tag("roles", "v1.1.0", new_commit=True)
     request = only_request(world.tick(cursor))
-    assert pinned(request)["tpl"] == f"v1.0.0@{json.loads(cursor)['tpl']['v1.0.0']}"
+    assert pinned(request)["tpl"] == f"v1.0.0@{tags_in(cursor)['tpl']['v1.0.0']}"
 
 
 HOSTILE_VIA_GIT = ["$(touch${IFS}%s)", ";touch${IFS}%s", "`touch${IFS}%s`", "v1|touch${IFS}%s", "v2.0.0-ünïcødé"]
@@ -334,7 +379,7 @@ def test_hostile_tag_names_never_run_anything_nor_crash(world):
     add_hostile_tags(world, "tools", marker)  # in the baseline too
     cursor = world.baseline()
     assert not marker.exists()
-    baseline_tags = json.loads(cursor)["tools"]
+    baseline_tags = tags_in(cursor)["tools"]
     # Only valid refnames survive: the shell-looking ones git accepts; never spaces, newlines,
     # option-like, over-long or non-ASCII names (nor refs git advertises with a null id).
     assert all(gitrepos.valid_tag(t) for t in baseline_tags)
@@ -372,7 +417,7 @@ def test_many_changed_tags_keep_the_trigger_tag_bounded(world):
     request = only_request(world.tick(cursor))
     assert len(request.tags[TRIGGER_TAG]) <= TAG_VALUE_MAX
     assert request.tags[TRIGGER_TAG].endswith("...(truncated)")
-    assert len(json.loads(world.tick(cursor).cursor)["roles"]) == 41
+    assert len(tags_in(world.tick(cursor).cursor)["roles"]) == 41
 
 
 @pytest.mark.parametrize("url", [
