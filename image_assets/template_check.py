@@ -291,6 +291,8 @@ def _rooted(expr: str, locals_: dict, seen=()) -> bool:
 
 def _path_values(body: dict, is_file_provisioner: bool):
     for key, value in body.items():
+        if key.startswith("__"):  # python-hcl2's __comments__, __is_block__
+            continue
         values = value if isinstance(value, list) else [value]
         if key in PATH_ATTRS or (key == "source" and is_file_provisioner and _unquote(body.get("direction", "")) != "download"):
             yield from (v for v in values if isinstance(v, str))
@@ -313,9 +315,10 @@ def _paths(files: _Files, locals_: dict) -> list[Finding]:
             for block in build.get("provisioner", []):
                 blocks += [(f"provisioner {_unquote(k)!r}", _unquote(k), body) for k, body in block.items()]
             for block in build.get("dynamic", []):
-                for body in block.get('"provisioner"', {}).get("content", []) if isinstance(block.get('"provisioner"'), dict) else []:
-                    kind = _unquote((block['"provisioner"'].get("labels") or [""])[0])
-                    blocks.append((f"dynamic provisioner {kind!r}", kind, body))
+                dynamic = block.get('"provisioner"')
+                if isinstance(dynamic, dict):
+                    kind = _unquote((dynamic.get("labels") or [""])[0])
+                    blocks += [(f"dynamic provisioner {kind!r}", kind, body) for body in dynamic.get("content", [])]
         for label, kind, body in blocks:
             for value in _path_values(body, kind == "file"):
                 if not _rooted(value, locals_):
