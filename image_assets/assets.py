@@ -9,9 +9,10 @@ from image_assets import checks
 from image_assets import cloud as cloudmod
 from image_assets.catalog import Catalog, CatalogError
 from image_assets.packer import PackerCli, PackerError
-from image_assets.records import latest_metadata
+from image_assets.records import latest_metadata, recorded_git_refs
 
 GIT_REFS_TAG = "image-assets/git-refs"  # run tag: {repo: "tag@commit"} pinned by the git sensor
+VENDOR_IMAGES_TAG = "image-assets/vendor-images"  # run tag: {vendor asset: image id} pinned by the vendor sensor
 # Errors say where they are raised whether a retry can cure them (errors.ImageAssetsError.transient).
 RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
@@ -68,15 +69,21 @@ def vendor_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
     @dg.asset(name=name, group_name="vendor", kinds={cloud_kind(catalog.target)},
               description=_description(catalog, name), retry_policy=RETRY_POLICY)
     def _vendor(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        # A run the vendor sensor requested builds on exactly the image it saw, not on a newer one.
+        pinned = json.loads(context.run.tags.get(VENDOR_IMAGES_TAG) or "{}").get(name)
         try:
-            image = lookup_vendor(catalog, name)
+            if pinned:
+                cloud = cloudmod.connect(catalog.target, catalog.defaults.region)
+                image = cloudmod.require_available(cloud, pinned, f"{name}: pinned vendor")
+            else:
+                image = lookup_vendor(catalog, name)
         except cloudmod.CloudError as exc:
             raise _fail(str(exc), transient=exc.transient) from None
-        context.log.info(f"{name}: newest vendor image is {image['ImageId']} ({image.get('Name')})")
+        context.log.info(f"{name}: {'pinned' if pinned else 'newest'} vendor image is {image['ImageId']} ({image.get('Name')})")
         return dg.MaterializeResult(
             metadata={"image_id": image["ImageId"], "region": catalog.defaults.region,
                       "root_image_id": image["ImageId"], "vendor_name": image.get("Name", ""),
-                      "creation_date": image.get("CreationDate", "")},
+                      "creation_date": image.get("CreationDate", ""), "pinned": bool(pinned)},
             data_version=dg.DataVersion(image["ImageId"]),
         )
 
@@ -115,7 +122,8 @@ def _build(context: dg.AssetExecutionContext, catalog: Catalog, name: str, packe
         parent = resolve_parent(context, catalog, name)  # a vendor lookup may hit the cloud
         return buildmod.build_image(catalog, name, parent, context.run.run_id, packer,
                                     pinned_refs=pinned_refs(context), log=context.log.info,
-                                    run_finished=_run_finished(context.instance))
+                                    run_finished=_run_finished(context.instance),
+                                    recorded_refs=lambda image_id: recorded_git_refs(context.instance, name, image_id))
     except cloudmod.CloudError as exc:
         raise _fail(f"image {name!r}: {exc}", transient=exc.transient) from None
     except (buildmod.BuildError, CatalogError) as exc:

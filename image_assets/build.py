@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -20,12 +21,15 @@ from typing import Callable
 
 from image_assets import cloud as cloudmod
 from image_assets import gitrepos, packer, templates
+from image_assets import secrets as secretsmod
 from image_assets import lineage as lineagemod
 from image_assets.catalog import Catalog, CatalogError, check_variables
 
 MANAGED_BY = cloudmod.MANAGED_BY
 SOURCES = {"sandbox": "amazon-ebs.sandbox", "aws": "amazon-ebs.aws", "local": "docker.local"}
 WORK_ROOT_ENV = "IMAGE_ASSETS_WORK_DIR"
+TAG_VALUE_MAX = 256  # EC2's limit on a tag value
+RUN_MARK = "IMAGE_ASSETS_BUILD"  # env marker on packer: "<image>/<run id>", to find a dead run's packer
 
 
 class BuildError(RuntimeError):
@@ -67,12 +71,47 @@ def work_root(catalog: Catalog) -> Path:
     return Path(os.environ.get(WORK_ROOT_ENV) or catalog.root_dir / ".work")
 
 
-def fingerprint(name: str, target: str, parent_image_id: str, content_digest: str,
-                variables: dict, git_refs: dict[str, str]) -> str:
-    """Digest of every input that can change the image; tags only matter through their commit."""
-    commits = {repo: ref.rpartition("@")[2] for repo, ref in git_refs.items()}
-    doc = json.dumps([name, target, parent_image_id, content_digest, variables, commits], sort_keys=True, default=str)
-    return hashlib.sha256(doc.encode()).hexdigest()[:32]
+@dataclass(frozen=True)
+class Resolved:
+    """One image resolved for one build: everything the build reads, and so everything its
+    fingerprint covers (and nothing else): name, target, parent image, template directory,
+    provisioning content, variables, and the input repos' commits."""
+
+    name: str
+    target: str
+    parent: Parent
+    template_dir: Path
+    content_dirs: dict[str, Path]
+    variables: dict
+    refs: dict[str, gitrepos.Ref]
+
+    @property
+    def git_refs(self) -> dict[str, str]:
+        return {repo: str(ref) for repo, ref in self.refs.items()}
+
+    def fingerprint(self) -> str:
+        # Tags only matter through their commit; secrets are not part of it (rotating a token
+        # does not rebuild, and a digest of a secret in a public tag could be guessed back).
+        doc = json.dumps([
+            self.name, self.target, self.parent.image_id, templates.content_digest(self.template_dir),
+            {key: templates.content_digest(path) for key, path in self.content_dirs.items()},
+            self.variables, {repo: ref.commit for repo, ref in self.refs.items()},
+        ], sort_keys=True, default=str)
+        return hashlib.sha256(doc.encode()).hexdigest()[:32]
+
+
+def git_refs_tag(git_refs: dict[str, str]) -> str:
+    """The GitRefs tag: `repo=tag@commit ...`, or its sha256 when that exceeds EC2's 256 characters
+    (the full refs are in the materialization metadata)."""
+    full = " ".join(f"{repo}={ref}" for repo, ref in sorted(git_refs.items())) or "-"
+    return full if len(full) <= TAG_VALUE_MAX else "sha256:" + hashlib.sha256(full.encode()).hexdigest()
+
+
+def git_refs_from_tag(value: str) -> dict[str, str] | None:
+    """The refs a GitRefs tag holds; None for the digest form."""
+    if value.startswith("sha256:"):
+        return None
+    return dict(part.split("=", 1) for part in value.split() if "=" in part)
 
 
 def resolve_refs(catalog: Catalog, name: str, pinned: dict[str, str] | None = None) -> dict[str, gitrepos.Ref]:
@@ -93,71 +132,123 @@ def resolve_refs(catalog: Catalog, name: str, pinned: dict[str, str] | None = No
     return refs
 
 
-def secret_values(catalog: Catalog, name: str) -> dict[str, str]:
-    """Values of the image's catalog secrets, read from the environment variables they name."""
-    values = {}
-    for var, secret in catalog.images[name].secrets.items():
-        value = os.environ.get(secret.env)
-        if value is None:
-            raise BuildError(f"image {name!r}, field 'secrets.{var}': environment variable {secret.env} is not set")
-        values[var] = value
-    return values
+def secret_values(catalog: Catalog, name: str, declared: dict) -> secretsmod.Secrets:
+    """The image's secrets, typed by the template's `declared` variables: the PKR_VAR_ environment
+    that hands them to packer and the values to mask (see image_assets.secrets)."""
+    try:
+        return secretsmod.for_image(name, catalog.images[name], declared)
+    except secretsmod.SecretError as exc:
+        raise BuildError(str(exc)) from None
 
 
-def image_tags(catalog: Catalog, name: str, version: str, parent: Parent, fp: str,
-               git_refs: dict[str, str], run_id: str) -> dict[str, str]:
+def image_tags(catalog: Catalog, resolved: Resolved, version: str, fp: str, run_id: str) -> dict[str, str]:
     return {
-        "Name": f"{name}-{version}",
+        "Name": f"{resolved.name}-{version}",
         "ManagedBy": MANAGED_BY,
-        "ImageName": name,
-        "ImageLayer": catalog.images[name].layer.value,
+        "Deployment": catalog.deployment,
+        "ImageName": resolved.name,
+        "ImageLayer": catalog.images[resolved.name].layer.value,
         "ImageVersion": version,
-        "ParentImageId": parent.image_id,
-        "RootImageId": parent.root_image_id,
+        "ParentImageId": resolved.parent.image_id,
+        "RootImageId": resolved.parent.root_image_id,
         "Fingerprint": fp,
-        "GitRefs": " ".join(f"{repo}={ref}" for repo, ref in sorted(git_refs.items())) or "-",
+        "GitRefs": git_refs_tag(resolved.git_refs),
         "DagsterRunId": run_id,
     }
 
 
 class _ImageLock:
-    """A per-image flock under the work root; the file holds the run id of the build inside it.
+    """A per-image flock under the work root; the file records the build inside it: its run id
+    and, once packer runs, packer's process group.
 
-    The kernel drops a flock when its process dies, so a run id still recorded when the lock is
-    acquired belongs to a build that died without cleanup (SIGKILL, OOM, power loss).
+    The kernel drops a flock when its process dies, so a build still recorded when the lock is
+    acquired died without cleanup (SIGKILL, OOM, power loss). Its packer runs in a session of its
+    own and may still be alive: it is stopped before anything of its build is removed.
     One machine only: across machines the `packer` pool and the run-id tags do this job.
     """
 
     def __init__(self, catalog: Catalog, name: str):
         self.path = work_root(catalog) / ".locks" / f"{name}.lock"
+        self.run_id = ""
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.handle = open(self.path, "a+")
         fcntl.flock(self.handle, fcntl.LOCK_EX)  # a second build of this image waits here
         self.handle.seek(0)
-        self.previous = self.handle.read().strip()
+        text = self.handle.read().strip()
+        try:
+            self.previous = json.loads(text) if text.startswith("{") else {"run_id": text, "pgid": None}
+        except ValueError:
+            self.previous = {"run_id": "", "pgid": None}
         return self
 
-    def record(self, run_id: str) -> None:
+    def record(self, run_id: str, pgid: int | None = None) -> None:
+        self.run_id = run_id
         self.handle.seek(0)
         self.handle.truncate()
-        self.handle.write(run_id)
+        self.handle.write(json.dumps({"run_id": run_id, "pgid": pgid}) if run_id else "")
         self.handle.flush()
         os.fsync(self.handle.fileno())
+
+    def record_packer(self, pgid: int) -> None:
+        self.record(self.run_id, pgid)
 
     def __exit__(self, *exc):
         self.handle.close()  # releases the flock
         return False
 
 
-def remove_dead_builds(cloud: cloudmod.Cloud, name: str, run_id: str, died: str,
-                       run_finished: Callable[[str], bool], log=print) -> list[str]:
+def _packer_groups(name: str, run_id: str) -> set[int]:
+    """Process groups of live processes that carry this build's marker (packer and its plugins)."""
+    wanted = f"{RUN_MARK}={name}/{run_id}".encode()
+    groups = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if wanted in (entry / "environ").read_bytes().split(b"\0"):
+                    groups.add(os.getpgid(int(entry.name)))
+            except OSError:
+                continue
+    return groups
+
+
+def stop_dead_packer(name: str, run_id: str, recorded_pgid: int | None, timeout: float, log=print) -> list[int]:
+    """Stop what is left running of a dead build's packer (SIGINT so it cleans up, then SIGKILL).
+
+    Only groups whose processes carry the build's marker are signalled, so a recycled pid or
+    process group is never hit; the recorded group is checked the same way."""
+    groups = _packer_groups(name, run_id)
+    if recorded_pgid and recorded_pgid not in groups:
+        recorded_pgid = None  # gone, or reused by an unrelated process
+    for pgid in sorted(groups):
+        log(f"{name}: dead build {run_id} still has packer running (process group {pgid}): stopping it")
+        try:
+            os.killpg(pgid, signal.SIGINT)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + timeout
+    while _packer_groups(name, run_id) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pgid in _packer_groups(name, run_id):
+        log(f"{name}: packer of dead build {run_id} did not stop in {timeout:.0f}s: killing process group {pgid}")
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return sorted(groups)
+
+
+def remove_dead_builds(cloud: cloudmod.Cloud, name: str, run_id: str, died: dict,
+                       run_finished: Callable[[str], bool], timeout: float, log=print) -> list[str]:
     """Remove what earlier builds of `name` left, but only of runs known dead: the one that died
-    holding the image lock, or runs Dagster reports finished. A run in progress is never touched."""
+    holding the image lock, or runs Dagster reports finished. A run in progress is never touched,
+    and a dead run's packer still running on this machine is stopped first."""
     removed = []
     for other in sorted(cloudmod.runs_with_leftovers(cloud, name)):
-        if other == died or (other != run_id and run_finished(other)):
+        if other == died.get("run_id") or (other != run_id and run_finished(other)):
+            if other != died.get("run_id"):  # the lock's own dead run was stopped on acquiring it
+                stop_dead_packer(name, other, None, timeout, log)
             removed += cloudmod.remove_leftovers(cloud, name, other, log)
     return removed
 
@@ -174,42 +265,35 @@ def _remove_stale_work_dirs(catalog: Catalog, name: str) -> None:
 
 def build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: packer.PackerCli,
                 pinned_refs: dict[str, str] | None = None, log=print,
-                run_finished: Callable[[str], bool] | None = None) -> Built:
+                run_finished: Callable[[str], bool] | None = None,
+                recorded_refs: Callable[[str], dict | None] | None = None) -> Built:
     """Build (or reuse) one image: one build per image at a time on this machine, and what dead
-    builds of it left is removed first. `run_finished(run_id)` asks Dagster whether a run ended."""
+    builds of it left is removed first. `run_finished(run_id)` asks Dagster whether a run ended;
+    `recorded_refs(image_id)` gives the git refs recorded when an image was built (for a reused
+    image whose GitRefs tag is a digest)."""
     if catalog.target in ("sandbox", "aws"):
         cloud = cloudmod.connect(catalog.target, catalog.defaults.region)
         cloud.check_reachable()  # before the lock: an unreachable target changes nothing on disk
     with _ImageLock(catalog, name) as lock:
+        died = lock.previous
+        if died.get("run_id"):
+            stop_dead_packer(name, died["run_id"], died.get("pgid"), cli.cleanup_timeout_seconds, log)
         if catalog.target in ("sandbox", "aws"):
-            remove_dead_builds(cloud, name, run_id, lock.previous, run_finished or (lambda _: False), log)
+            remove_dead_builds(cloud, name, run_id, died, run_finished or (lambda _: False),
+                               cli.cleanup_timeout_seconds, log)
         _remove_stale_work_dirs(catalog, name)
         lock.record(run_id)
         try:
-            return _build_image(catalog, name, parent, run_id, cli, pinned_refs, log)
+            return _build_image(catalog, name, parent, run_id, cli, pinned_refs, log, lock, recorded_refs)
         finally:
             lock.record("")  # not reached on SIGKILL: the next holder then knows this run died
 
 
-def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: packer.PackerCli,
-                 pinned_refs: dict[str, str] | None = None, log=print) -> Built:
+def resolve(catalog: Catalog, name: str, parent: Parent, work: Path,
+            pinned_refs: dict[str, str] | None = None) -> Resolved:
+    """Check out the image's input repos at their refs into `work` and resolve its template and content."""
     image = catalog.images[name]
-    target, region = catalog.target, catalog.defaults.region
-    if target not in SOURCES:
-        raise BuildError(f"image {name!r}: unknown target {target!r}")
-    cloud = cloudmod.connect(target, region)  # reachability was checked by build_image
-
-    parent_image = cloudmod.require_available(cloud, parent.image_id, f"parent ({image.parent})")
-    revoked = cloudmod.tags_of(parent_image).get("Revoked")
-    if revoked:
-        raise BuildError(
-            f"image {name!r}: parent {image.parent!r} image {parent.image_id} is revoked ({revoked}); "
-            f"rebuild the parent first: dagster asset materialize -m definitions --select '{image.parent}*'"
-        )
-
     refs = resolve_refs(catalog, name, pinned_refs)
-    git_refs = {repo: str(ref) for repo, ref in refs.items()}
-    work = work_root(catalog) / f"{name}-{run_id[:8]}-{uuid.uuid4().hex[:8]}"
     for repo, ref in refs.items():
         try:
             gitrepos.checkout(catalog.repos[repo].url, ref, work / "repos" / repo)
@@ -225,61 +309,115 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
             check_variables(catalog.path, name, image, template_dir)
         except CatalogError as exc:
             raise BuildError(str(exc)) from None
+    content = {}
+    for key, source in image.content.items():
+        repo, _, path = source.partition(":") if ":" in source else ("", "", source)
+        if repo:
+            if repo not in refs:
+                raise BuildError(f"image {name!r}, field 'content.{key}': repo {repo!r} is not an input of this image")
+            found = (work / "repos" / repo / path).resolve()
+            where = f"{path or '/'} in repo {repo!r} at {refs[repo].tag}"
+        else:
+            found = (catalog.root_dir / path).resolve()
+            where = str(found)
+        if not found.exists():
+            raise BuildError(f"image {name!r}, field 'content.{key}': {where} does not exist")
+        content[key] = found
+    return Resolved(name, catalog.target, parent, template_dir, content, dict(image.variables), refs)
 
-    fp = fingerprint(name, target, parent.image_id, templates.content_digest(template_dir), image.variables, git_refs)
-    # A retry of this run reuses what the first attempt made; otherwise equal inputs reuse any build.
-    existing = cloud.find_reusable(ImageName=name, DagsterRunId=run_id) or cloud.find_reusable(ImageName=name, Fingerprint=fp)
+
+def _reused(catalog: Catalog, resolved: Resolved, existing: dict, cloud, cli, recorded_refs, log) -> Built:
+    """A reused image reports its own history (from its tags), not the inputs of this run."""
+    tags = cloudmod.tags_of(existing)
+    own_refs = git_refs_from_tag(tags.get("GitRefs", "-"))
+    if own_refs is None:  # digest form: the refs recorded when it was built, if this instance has them
+        recorded = recorded_refs(existing["ImageId"]) if recorded_refs else None
+        own_refs = recorded if recorded and git_refs_tag(recorded) == tags["GitRefs"] else resolved.git_refs
+    log(f"{resolved.name}: reusing {existing['ImageId']} (fingerprint {tags.get('Fingerprint')} unchanged)")
+    return Built(existing["ImageId"], catalog.defaults.region, tags.get("ParentImageId", resolved.parent.image_id),
+                 tags.get("RootImageId", resolved.parent.root_image_id), tags.get("Fingerprint", ""), True,
+                 own_refs, cli.version(), 0.0, tags.get("ImageVersion", ""), tags,
+                 lineagemod.lineage_ids(cloud, existing["ImageId"]))
+
+
+def _verify(cloud, name: str, image_id: str, tags: dict[str, str], log) -> dict:
+    """The built image, available and tagged as asked; otherwise it is deregistered with its
+    snapshots (an untagged image is invisible to retention) and the build fails."""
+    try:
+        built = cloudmod.require_available(cloud, image_id, f"built ({name})")
+        wrong = sorted(k for k, v in tags.items() if cloudmod.tags_of(built).get(k) != v)
+        if not wrong:
+            return built
+        problem = BuildError(f"image {name!r}: packer built {image_id} but tags {wrong} are missing or wrong "
+                             "(does every source set tags = var.tags?); the image was deregistered")
+    except cloudmod.CloudError as exc:
+        if exc.transient:
+            raise  # the retry finds the image by its fingerprint if it is sound
+        problem = BuildError(f"image {name!r}: {exc}; the image was deregistered")
+    image = cloud.get_image(image_id)
+    if image is not None:
+        snapshots = cloud.deregister(image)
+        log(f"{name}: deregistered {image_id} and snapshots {' '.join(snapshots) or '(none)'} after failed verification")
+    raise problem
+
+
+def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: packer.PackerCli,
+                 pinned_refs: dict[str, str] | None, log, lock: _ImageLock, recorded_refs) -> Built:
+    image = catalog.images[name]
+    target, region = catalog.target, catalog.defaults.region
+    if target not in SOURCES:
+        raise BuildError(f"image {name!r}: unknown target {target!r}")
+    cloud = cloudmod.connect(target, region)  # reachability was checked by build_image
+
+    parent_image = cloudmod.require_available(cloud, parent.image_id, f"parent ({image.parent})")
+    revoked = cloudmod.tags_of(parent_image).get("Revoked")
+    if revoked:
+        raise BuildError(
+            f"image {name!r}: parent {image.parent!r} image {parent.image_id} is revoked ({revoked}); "
+            f"rebuild the parent first: dagster asset materialize -m definitions --select '{image.parent}*'"
+        )
+
+    work = work_root(catalog) / f"{name}-{run_id[:8]}-{uuid.uuid4().hex[:8]}"
+    resolved = resolve(catalog, name, parent, work, pinned_refs)
+    template_dir = resolved.template_dir
+    fp = resolved.fingerprint()
+    # Equal inputs reuse any sound build of this deployment, a retry's first attempt included; a
+    # retry whose inputs changed builds anew.
+    existing = cloud.find_reusable(ImageName=name, Fingerprint=fp, Deployment=catalog.deployment)
     if existing:
         shutil.rmtree(work, ignore_errors=True)
-        tags = cloudmod.tags_of(existing)
-        log(f"{name}: reusing {existing['ImageId']} (fingerprint {fp} unchanged)")
-        return Built(existing["ImageId"], region, tags.get("ParentImageId", parent.image_id),
-                     tags.get("RootImageId", parent.root_image_id), fp, True,
-                     git_refs, cli.version(), 0.0, tags.get("ImageVersion", ""), tags,
-                     lineagemod.lineage_ids(cloud, existing["ImageId"]))
+        return _reused(catalog, resolved, existing, cloud, cli, recorded_refs, log)
 
     version = datetime.now(timezone.utc).strftime("%Y%m%d.%H%M%S") + "." + run_id[:8]
-    tags = image_tags(catalog, name, version, parent, fp, git_refs, run_id)
-    secrets = secret_values(catalog, name)
+    tags = image_tags(catalog, resolved, version, fp, run_id)
     declared = templates.declared_variables(template_dir)
-    sensitive = [s for k, v in image.variables.items() if declared[k].sensitive for s in _leaves(v)]
-    redact = packer.Redactor([*secrets.values(), *sensitive, *_credential_values()])
+    secrets = secret_values(catalog, name, declared)
+    redact = packer.Redactor(secrets.values)
+    # Secrets travel as PKR_VAR_ environment variables: packer quotes the var-file when it rejects it.
     variables = {
-        **image.variables, **secrets,
+        **{k: v for k, v in image.variables.items() if k not in secrets.names},
         "image_name": name, "image_version": version, "source_image_id": parent.image_id,
         "region": region, "tags": tags, "sandbox_endpoint": cloud.endpoint or "",
     }
     optional = {"manifest_path": str(work / "manifest.json"),
-                "input_dirs": {repo: str(work / "repos" / repo) for repo in refs}}
+                "input_dirs": {repo: str((work / "repos" / repo).resolve()) for repo in resolved.refs},
+                "content_dirs": {key: str(path) for key, path in resolved.content_dirs.items()}}
     variables.update({k: v for k, v in optional.items() if k in declared})
     work.mkdir(parents=True, exist_ok=True)
     var_file = work / "variables.pkrvars.json"
     fd = os.open(var_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(variables, handle)
+    env = {**cloud.packer_env(), **secrets.env, RUN_MARK: f"{name}/{run_id}"}
     started = time.monotonic()
     try:
-        artifact, _ = packer.build(cli, template_dir, SOURCES[target], var_file, cloud.packer_env(), redact)
+        artifact, _ = packer.build(cli, template_dir, SOURCES[target], var_file, env, redact,
+                                   on_start=lock.record_packer)
     finally:
-        var_file.unlink(missing_ok=True)  # it may hold secrets; nothing else in the work dir does
+        var_file.unlink(missing_ok=True)
     image_id = artifact.rpartition(":")[2]
-    built = cloudmod.require_available(cloud, image_id, f"built ({name})")
-    missing = {k for k, v in tags.items() if cloudmod.tags_of(built).get(k) != v}
-    if missing:
-        raise BuildError(f"image {name!r}: packer built {image_id} but tags {sorted(missing)} are missing or wrong")
+    _verify(cloud, name, image_id, tags, log)
     shutil.rmtree(work, ignore_errors=True)
-    return Built(image_id, region, parent.image_id, parent.root_image_id, fp, False, git_refs,
+    return Built(image_id, region, parent.image_id, parent.root_image_id, fp, False, resolved.git_refs,
                  cli.version(), time.monotonic() - started, version, tags, lineagemod.lineage_ids(cloud, image_id))
 
-
-def _credential_values() -> list[str]:
-    return [v for k, v in os.environ.items() if k in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN") and v]
-
-
-def _leaves(value) -> list[str]:
-    """The scalar values inside a variable: a sensitive map or list is echoed item by item."""
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _leaves(v)]
-    if isinstance(value, (list, tuple)):
-        return [s for v in value for s in _leaves(v)]
-    return [str(value)]

@@ -172,6 +172,11 @@ class Catalog(_Model):
     def target(self) -> str:
         return os.environ.get("IMAGE_ASSETS_TARGET") or self.defaults.target
 
+    @property
+    def deployment(self) -> str:
+        """The Deployment tag of this instance's images (env IMAGE_ASSETS_DEPLOYMENT overrides)."""
+        return os.environ.get("IMAGE_ASSETS_DEPLOYMENT") or self.defaults.deployment
+
     def template_ref(self, name: str) -> tuple[str | None, str]:
         """(repo or None, path) of an image's template."""
         template = self.images[name].template or ""

@@ -162,7 +162,10 @@ def plan_retention(catalog: Catalog, images: list[dict], current: Mapping[str, s
     are left alone entirely: without a policy or the current image, deleting would be a guess.
     """
     now = now or utcnow()
-    images = [i for i in images if tags_of(i).get("ManagedBy") == MANAGED_BY]
+    # Only this deployment's images: another Dagster instance sharing the account has its own
+    # current images, which this instance cannot see (an image without the tag is never deleted).
+    images = [i for i in images if tags_of(i).get("ManagedBy") == MANAGED_BY
+              and tags_of(i).get("Deployment") == catalog.deployment]
     by_name: dict[str, list[dict]] = {}
     for image in images:
         by_name.setdefault(tags_of(image).get("ImageName", ""), []).append(image)
@@ -221,7 +224,7 @@ def apply_retention(cloud: Cloud, decisions: list[Decision]) -> list[Decision]:
 
 def retention(catalog: Catalog, cloud: Cloud, current: Mapping[str, str | None], dry_run: bool,
               record: Callable[[dg.AssetObservation], None], now: datetime | None = None) -> list[Decision]:
-    decisions = plan_retention(catalog, cloud.managed_images(), current, now)
+    decisions = plan_retention(catalog, cloud.managed_images(Deployment=catalog.deployment), current, now)
     if dry_run:
         return decisions
     at = _stamp(now or utcnow())

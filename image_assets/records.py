@@ -9,3 +9,14 @@ def latest_metadata(instance: dg.DagsterInstance, name: str) -> dict | None:
     if event is None or event.asset_materialization is None:
         return None
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def recorded_git_refs(instance: dg.DagsterInstance, name: str, image_id: str, limit: int = 200) -> dict | None:
+    """The git refs recorded when `image_id` was built (its non-reused materialization), if this
+    instance has it among the asset's last `limit` materializations."""
+    for record in instance.fetch_materializations(dg.AssetKey([name]), limit=limit).records:
+        materialization = record.asset_materialization
+        meta = {k: v.value for k, v in (materialization.metadata if materialization else {}).items()}
+        if meta.get("image_id") == image_id and meta.get("reused") is False:
+            return meta.get("git_refs")
+    return None

@@ -1,4 +1,4 @@
-"""Reading packer templates: declared variables and the content digest that feeds the fingerprint."""
+"""Reading packer templates: declared variables, and the digest of a directory that feeds the fingerprint."""
 
 from __future__ import annotations
 
@@ -8,10 +8,6 @@ import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-# Provisioning content shared by all templates lives beside the cloud dirs (packer/ansible,
-# packer/scripts); a change there must rebuild the images that use it, so it is digested too.
-CONTENT_DIRS = ("ansible", "scripts")
 
 
 # Variables the build sets on every template (a JSON var-file); a catalog variable may not reuse them.
@@ -109,18 +105,14 @@ def declared_variables(template_dir: Path) -> dict[str, Variable]:
 _memo: dict[str, dict[str, Variable]] = {}
 
 
-def content_dirs(template_dir: Path) -> list[Path]:
-    """The template directory plus the shared provisioning content it can reach."""
-    root = Path(template_dir).resolve().parent.parent
-    return [Path(template_dir).resolve()] + [root / d for d in CONTENT_DIRS if (root / d).is_dir()]
-
-
-def content_digest(template_dir: Path) -> str:
-    """sha256 over relative paths and bytes of every file the template can use."""
+def content_digest(path: Path) -> str:
+    """sha256 over relative paths and bytes of every file under `path` (or of the file itself),
+    symlinks followed, git metadata left out: what a build can read there, and nothing else."""
+    path = Path(path).resolve()
     digest = hashlib.sha256()
-    for base in content_dirs(template_dir):
-        for path in sorted(p for p in base.rglob("*") if p.is_file()):
-            digest.update(f"{base.name}/{path.relative_to(base)}\0".encode())
-            digest.update(path.read_bytes())
-            digest.update(b"\0")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and ".git" not in p.relative_to(path).parts)
+    for file in files:
+        digest.update(f"{file.relative_to(path) if file != path else file.name}\0".encode())
+        digest.update(file.read_bytes())
+        digest.update(b"\0")
     return digest.hexdigest()

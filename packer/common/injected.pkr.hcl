@@ -43,6 +43,12 @@ variable "input_dirs" {
   description = "Checkouts of the image's input git repos at their tags (repo name -> path on the build host)."
 }
 
+variable "content_dirs" {
+  type        = map(string)
+  default     = {}
+  description = "The image's provisioning content (catalog field `content`): name -> absolute path on the build host."
+}
+
 variable "manifest_path" {
   type        = string
   default     = "manifest.json"

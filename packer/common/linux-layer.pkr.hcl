@@ -5,20 +5,20 @@
 variable "playbook" {
   type        = string
   default     = ""
-  description = "Playbook file under packer/ansible to run on the image; empty runs no Ansible."
+  description = "Playbook file in the image's ansible content to run on the image; empty runs no Ansible."
   validation {
     condition     = length(split("/", var.playbook)) == 1
-    error_message = "The playbook must be a file name under packer/ansible, without directories."
+    error_message = "The playbook must be a file name in the ansible content, without directories."
   }
 }
 
 variable "scripts" {
   type        = list(string)
   default     = []
-  description = "Shell scripts under packer/scripts/linux to run after the playbook, in order."
+  description = "Shell scripts in the image's scripts content to run after the playbook, in order."
   validation {
     condition     = length([for s in var.scripts : s if length(split("/", s)) > 1]) == 0
-    error_message = "The scripts must be file names under packer/scripts/linux, without directories."
+    error_message = "The scripts must be file names in the scripts content, without directories."
   }
 }
 
@@ -30,13 +30,16 @@ variable "secret_env" {
 }
 
 locals {
-  packer_dir  = abspath("${path.root}/../..")
-  scripts_dir = "${local.packer_dir}/scripts/linux"
-  # Roles and playbooks come from the tagged ansible-roles checkout when the image names that
-  # repo, else from this template's own packer/ansible.
-  ansible_dir = lookup(var.input_dirs, "ansible-roles", "${local.packer_dir}/ansible")
-  # Every other input repo (e.g. a service's code) is copied to /tmp/inputs/<repo> for the playbooks.
-  other_inputs = { for k, v in var.input_dirs : k => v if k != "ansible-roles" }
+  # Provisioning content reaches the template through var.content_dirs (the catalog's `content`
+  # field), never through where the template sits, so a copied template directory builds the same.
+  # Names: scripts (shell scripts and helpers), ansible (playbooks and roles; needed only when a
+  # playbook is set), check (the sandbox content check).
+  scripts_dir   = var.content_dirs["scripts"]
+  ansible_dir   = var.playbook == "" ? "" : var.content_dirs["ansible"]
+  content_check = lookup(var.content_dirs, "check", "")
+  # Every input repo that is not the ansible content (e.g. a service's code) is copied to
+  # /tmp/inputs/<repo> for the playbooks.
+  other_inputs = { for k, v in var.input_dirs : k => v if v != local.ansible_dir }
   playbooks    = var.playbook == "" ? [] : [var.playbook]
   secret_env   = [for k, v in var.secret_env : "${k}=${v}"]
   build_env    = ["IMAGE_NAME=${var.image_name}", "IMAGE_VERSION=${var.image_version}", "SOURCE_IMAGE_ID=${var.source_image_id}"]

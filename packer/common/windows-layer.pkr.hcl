@@ -5,10 +5,10 @@
 variable "scripts" {
   type        = list(string)
   default     = []
-  description = "PowerShell scripts under packer/scripts/windows to run, in order."
+  description = "PowerShell scripts in the image's scripts content to run, in order."
   validation {
     condition     = length([for s in var.scripts : s if length(split("/", s)) > 1]) == 0
-    error_message = "The scripts must be file names under packer/scripts/windows, without directories."
+    error_message = "The scripts must be file names in the scripts content, without directories."
   }
 }
 
@@ -20,8 +20,10 @@ variable "secret_env" {
 }
 
 locals {
-  packer_dir  = abspath("${path.root}/../..")
-  scripts_dir = "${local.packer_dir}/scripts/windows"
-  secret_env  = [for k, v in var.secret_env : "${k}=${v}"]
-  build_env   = ["IMAGE_NAME=${var.image_name}", "IMAGE_VERSION=${var.image_version}", "SOURCE_IMAGE_ID=${var.source_image_id}"]
+  # Provisioning content reaches the template through var.content_dirs (the catalog's `content`
+  # field), never through where the template sits. Names: scripts, check (the sandbox content check).
+  scripts_dir   = var.content_dirs["scripts"]
+  content_check = lookup(var.content_dirs, "check", "")
+  secret_env    = [for k, v in var.secret_env : "${k}=${v}"]
+  build_env     = ["IMAGE_NAME=${var.image_name}", "IMAGE_VERSION=${var.image_version}", "SOURCE_IMAGE_ID=${var.source_image_id}"]
 }

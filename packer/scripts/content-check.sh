@@ -2,15 +2,17 @@
 # Content check for one layer, run on the build host by the sandbox source (shell-local).
 # It is NOT provisioning: it verifies that the playbook and scripts this layer names exist and
 # are well-formed, and prints what the aws source would run on the instance.
-# Env: PACKER_DIR, OS_FAMILY (linux|windows), PLAYBOOK, SCRIPTS and HELPERS (space-separated),
+# Env: SCRIPTS_DIR (the image's scripts content), ANSIBLE_DIR (its ansible content, when a playbook
+# is set), OS_FAMILY (linux|windows), PLAYBOOK, SCRIPTS and HELPERS (space-separated),
 # THEN (steps after the scripts that are not files, e.g. a restart; printed only).
 set -eu
 fail() { echo "content check FAILED: $*" >&2; exit 1; }
-[ -d "${PACKER_DIR:?}" ] || fail "no packer directory at $PACKER_DIR"
-dir="$PACKER_DIR/scripts/${OS_FAMILY:?}"
+dir="${SCRIPTS_DIR:?}"
+[ -d "$dir" ] || fail "no scripts content at $dir (catalog field content.scripts)"
+: "${OS_FAMILY:?}"
 checked=0
 
-ansible_dir="${ANSIBLE_DIR:-$PACKER_DIR/ansible}"
+ansible_dir="${ANSIBLE_DIR:-}"
 for input in ${INPUTS:-}; do
   repo=${input%%=*}; path=${input#*=}
   [ -d "$path" ] || fail "input repo $repo: checkout $path missing"
@@ -46,7 +48,7 @@ fi
 
 for s in ${SCRIPTS:-} ${HELPERS:-}; do
   f="$dir/$s"
-  [ -s "$f" ] || fail "script $s not found (or empty) under packer/scripts/$OS_FAMILY"
+  [ -s "$f" ] || fail "script $s not found (or empty) in the scripts content $dir"
   case "$s" in
     *.sh) sh -n "$f" || fail "$s: sh -n found a syntax error"; echo "script $s: sh -n ok" ;;
     *.ps1)

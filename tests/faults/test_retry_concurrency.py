@@ -34,13 +34,14 @@ def test_retry_after_the_image_was_made_reuses_it(tmp_path, work_dir, instance, 
     assert meta["image_id"] == calls[0] and meta["reused"] is True
     assert inventory(cloud)["images"] - before["images"] == {calls[0]}  # one image for the run
 
-    # The same run again with changed inputs (a retry after a catalog edit): still that image.
+    # The same run again with changed inputs (a retry after a catalog edit): the first attempt's
+    # image was built from other inputs, so it is not adopted; the retry builds anew.
     monkeypatch.setattr(cloudmod, "require_available", real)
     changed = load_catalog(write_fault_catalog(tmp_path / "q", {"payload": "changed"}))
     parent = buildmod.Parent(meta["parent_image_id"], meta["root_image_id"])
     again = buildmod.build_image(changed, IMAGE, parent, result.run_id, PackerCli())
-    assert again.image_id == calls[0] and again.reused
-    assert inventory(cloud)["images"] - before["images"] == {calls[0]}
+    assert again.image_id != calls[0] and not again.reused and again.fingerprint != meta["fingerprint"]
+    assert inventory(cloud)["images"] - before["images"] == {calls[0], again.image_id}
 
 
 def test_two_concurrent_runs_of_one_image_run_one_build(tmp_path, work_dir, cloud):

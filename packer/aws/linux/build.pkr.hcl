@@ -5,9 +5,9 @@ build {
   # scripts exist and are well-formed, and prints what the aws source would run.
   provisioner "shell-local" {
     only   = ["amazon-ebs.sandbox"]
-    script = "${local.packer_dir}/scripts/content-check.sh"
+    script = local.content_check
     environment_vars = [
-      "PACKER_DIR=${local.packer_dir}",
+      "SCRIPTS_DIR=${local.scripts_dir}",
       "ANSIBLE_DIR=${local.ansible_dir}",
       "INPUTS=${join(" ", [for k, v in var.input_dirs : "${k}=${v}"])}",
       "OS_FAMILY=linux",

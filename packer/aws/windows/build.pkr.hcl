@@ -5,9 +5,9 @@ build {
   # exist (and parse, where pwsh is installed), and prints what the aws source would run.
   provisioner "shell-local" {
     only   = ["amazon-ebs.sandbox"]
-    script = "${local.packer_dir}/scripts/content-check.sh"
+    script = local.content_check
     environment_vars = [
-      "PACKER_DIR=${local.packer_dir}",
+      "SCRIPTS_DIR=${local.scripts_dir}",
       "OS_FAMILY=windows",
       "SCRIPTS=${join(" ", var.scripts)}",
       "HELPERS=finalize.ps1",

@@ -26,6 +26,10 @@ variable "exit_code" {
   type    = number
   default = 0
 }
+variable "tag_image" {
+  type    = bool
+  default = true
+}
 variable "api_token" {
   type      = string
   default   = ""
@@ -42,6 +46,11 @@ variable "secret_env" {
   sensitive = true
 }
 
+locals {
+  # tag_image = false: an AMI without the build's tags (verification must refuse and remove it).
+  image_tags = { for k, v in var.tags : k => v if var.tag_image }
+}
+
 source "amazon-ebs" "sandbox" {
   ami_name                   = "${var.image_name}-${var.image_version}"
   source_ami                 = var.source_image_id
@@ -52,10 +61,10 @@ source "amazon-ebs" "sandbox" {
   skip_credential_validation = true
   skip_metadata_api_check    = true
   skip_region_validation     = true
-  tags                       = var.tags
+  tags                       = local.image_tags
   run_tags                   = var.tags
   run_volume_tags            = var.tags
-  snapshot_tags              = var.tags
+  snapshot_tags              = local.image_tags
 }
 
 build {
