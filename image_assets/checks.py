@@ -160,8 +160,13 @@ def _placeholder_vars(catalog: Catalog, name: str, declared: dict, dirs: dict) -
     injected = {"image_name": name, "image_version": "0.0.0", "source_image_id": "ami-00000000",
                 "region": catalog.defaults.region, "tags": {"ManagedBy": MANAGED_BY},
                 "sandbox_endpoint": "http://127.0.0.1:1", **dirs}
-    return {**{k: v for k, v in injected.items() if k in declared}, **image.variables,
-            **{k: "placeholder" for k in image.secrets}}
+    secrets = {k: _PLACEHOLDERS.get(declared[k].type.partition("(")[0], "placeholder") if k in declared else "placeholder"
+               for k in image.secrets}
+    return {**{k: v for k, v in injected.items() if k in declared}, **image.variables, **secrets}
+
+
+# A placeholder for a secret, by the kind of its declared type (a string otherwise).
+_PLACEHOLDERS = {"map": {}, "object": {}, "list": [], "set": [], "tuple": [], "number": 0, "bool": False}
 
 
 def _input_dirs(catalog: Catalog, name: str, checkouts: dict[str, Path]) -> dict:

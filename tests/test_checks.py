@@ -168,3 +168,12 @@ def test_a_failing_blocking_check_stops_the_children(demo_catalog, instance, clo
     started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
     assert started == {"global_linux"}  # the checks run in the asset's own step
     assert latest(instance, "python310")["image_id"] == child
+
+
+def test_template_valid_gives_secrets_placeholders_of_their_type(tmp_path, work_dir):
+    # secret_env is a map(string): a string placeholder would fail packer's type check.
+    def edit(doc):
+        doc["images"]["global-linux"]["secrets"] = {"secret_env": {"env": "IMAGE_ASSETS_TEST_UNSET_SECRET"}}
+    catalog = load_catalog(write_demo_catalog(tmp_path / "project", edit))
+    result = checks.template_valid(PackerCli(), catalog, "global-linux")
+    assert result.passed, result.description
