@@ -2,7 +2,8 @@
 
 It outlives the process that started it (own session, stdio to a log file), so builds in
 later runs find it; `stop()` works from any process through the per-port pidfile.
-CLI: `python -m image_assets.sandbox start|stop|status [--port N]`.
+CLI: `python -m image_assets.sandbox start|stop|status [--port N]`, and
+`python -m image_assets.sandbox publish-vendor IMAGE` to show a vendor release on the sandbox.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -206,6 +208,51 @@ def stop(port: int | None = None) -> bool:
     return pid is not None
 
 
+def publish_vendor_image(owners: list[str], name: str, region: str = "us-east-1", port: int | None = None) -> dict:
+    """Publish a vendor's newer release on the running sandbox (see sandbox_server.publish_vendor_image):
+    the image the query (owners, name pattern) now finds as newest. Returns ImageId, Name, OwnerId,
+    CreationDate and Previous (the image that was newest)."""
+    body = json.dumps({"region": region, "owners": list(owners), "name": name}).encode()
+    request = urllib.request.Request(endpoint(port) + "/image-assets/publish-vendor-image", data=body,
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=10) as resp:
+            return json.load(resp)
+    except urllib.error.HTTPError as exc:
+        try:
+            why = json.load(exc)["error"]
+        except (ValueError, KeyError, TypeError):  # measured: moto without our endpoint answers HTTP 500
+            why = (f"HTTP {exc.code}, no publish endpoint: a sandbox started by an older image-assets? "
+                   f"restart it: python -m image_assets.sandbox stop; python -m image_assets.sandbox start")
+        raise RuntimeError(f"sandbox {endpoint(port)}: {why}") from None
+
+
+def _publish_vendor(name: str | None, catalog_path: str | None, p: int) -> int:
+    from image_assets.catalog import CatalogError, load_catalog  # the sandbox itself needs no catalog
+
+    try:
+        catalog = load_catalog(catalog_path)
+    except CatalogError as exc:
+        print(f"sandbox: {exc}", file=sys.stderr)
+        return 1
+    vendors = [n for n, image in catalog.images.items() if image.vendor]
+    if name not in vendors:
+        print(f"sandbox: publish-vendor needs one of the catalog's vendor images: {', '.join(vendors)}",
+              file=sys.stderr)
+        return 2
+    query = catalog.images[name].vendor
+    try:
+        start(p)
+        image = publish_vendor_image(query.owners, query.name, catalog.defaults.region, p)
+    except (RuntimeError, OSError) as exc:
+        print(f"sandbox: publish-vendor {name} failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"published {image['ImageId']} {image['Name']} (owner {image['OwnerId']}, created {image['CreationDate']}) "
+          f"as the newest {name} vendor image on {endpoint(p)}; it was {image['Previous']}")
+    return 0
+
+
 def status(port: int | None = None) -> dict:
     p = _port(port)
     return {
@@ -219,10 +266,15 @@ def status(port: int | None = None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m image_assets.sandbox")
-    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("command", choices=["start", "stop", "status", "publish-vendor"])
+    parser.add_argument("image", nargs="?", help="publish-vendor: the catalog's vendor image, e.g. al2023")
     parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--catalog", default=None, help="publish-vendor: the catalog (default images.yaml "
+                                                         "or IMAGE_ASSETS_CATALOG)")
     args = parser.parse_args(argv)
     p = _port(args.port)
+    if args.command == "publish-vendor":
+        return _publish_vendor(args.image, args.catalog, p)
     if args.command == "start":
         try:
             start(p)

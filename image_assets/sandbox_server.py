@@ -1,11 +1,17 @@
 """The sandbox's moto server: `python -m image_assets.sandbox_server --port N`.
 
-Started detached by `image_assets.sandbox.start()`; serves until SIGTERM.
+Started detached by `image_assets.sandbox.start()`; serves until SIGTERM. Besides moto's EC2 API
+it answers POST /image-assets/publish-vendor-image (see publish_vendor_image).
 """
 
 import argparse
+import datetime
+import json
 
-from moto.ec2.models.amis import AmiBackend
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ec2.models import ec2_backends
+from moto.ec2.models.amis import Ami, AmiBackend
+from moto.ec2.utils import random_ami_id
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -32,13 +38,68 @@ def patch_moto() -> None:
     AmiBackend.create_image = _create_image_ebs
 
 
+PUBLISH_PATH = "/image-assets/publish-vendor-image"
+
+
+def publish_vendor_image(region: str, owners: list[str], pattern: str) -> dict:
+    """A vendor's new release: an image like the newest one matching (owners, name pattern), owned
+    like it, public and EBS-backed, named by the pattern and strictly newer by CreationDate.
+
+    Measured on moto 5.2.5: RegisterImage through the EC2 API cannot do this (the image is owned
+    by the caller's account 123456789012, private, RootDeviceType "standard", no architecture),
+    and MOTO_AMIS_PATH is read once at start (a restart loses every image built so far).
+    """
+    backend = ec2_backends[DEFAULT_ACCOUNT_ID][region]
+    current = backend.describe_images(owners=owners, filters={"name": [pattern], "state": ["available"]})
+    if not current:
+        raise LookupError(f"no image in {region} matches owners={owners} name={pattern!r}")
+    newest = max(current, key=lambda ami: (ami.creation_date, ami.name or ""))
+    # CreationDate has 1-second resolution: a release in the same second as the newest would tie.
+    created = max(datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, microsecond=0),
+                  newest.creation_date.replace(microsecond=0) + datetime.timedelta(seconds=1))
+    name = pattern.replace("*", created.strftime("%Y%m%d.%H%M%S")).replace("?", "0")
+    ami_id = random_ami_id()
+    backend.amis[ami_id] = Ami(
+        backend, ami_id, name=name, description=f"{name} (published on the sandbox)",
+        owner_id=newest.owner_id, owner_alias=newest.owner_alias, public=newest.is_public,
+        virtualization_type=newest.virtualization_type, architecture=newest.architecture,
+        creation_date=created, platform=newest.platform, image_location=f"{newest.owner_id}/{name}",
+        hypervisor=newest.hypervisor, root_device_type="ebs", root_device_name=newest.root_device_name,
+        sriov=newest.sriov, boot_mode=newest.boot_mode,
+    )
+    return {"ImageId": ami_id, "Name": name, "OwnerId": newest.owner_id,
+            "CreationDate": created.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "Previous": newest.id}
+
+
+def with_publish_endpoint(app):
+    """WSGI: POST PUBLISH_PATH with JSON {region, owners, name} publishes; the rest goes to moto."""
+    def dispatch(environ, start_response):
+        if environ.get("PATH_INFO") != PUBLISH_PATH:
+            return app(environ, start_response)
+        status, body = "200 OK", {}
+        try:
+            if environ["REQUEST_METHOD"] != "POST":
+                raise ValueError("use POST")
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            query = json.loads(environ["wsgi.input"].read(length) or b"{}")
+            body = publish_vendor_image(query["region"], list(query["owners"]), query["name"])
+        except (ValueError, KeyError, TypeError) as exc:
+            status, body = "400 Bad Request", {"error": f"bad request: {exc!r}"}
+        except LookupError as exc:
+            status, body = "404 Not Found", {"error": str(exc)}
+        data = json.dumps(body).encode()
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        return [data]
+    return dispatch
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m image_assets.sandbox_server")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
     patch_moto()
-    app = DomainDispatcherApplication(create_backend_app)
+    app = with_publish_endpoint(DomainDispatcherApplication(create_backend_app))
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     print(f"moto sandbox serving on http://{args.host}:{args.port}", flush=True)
     server.serve_forever()
