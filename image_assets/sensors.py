@@ -25,7 +25,9 @@ parallel, and compares them with its cursor, JSON `{"repos": {repo: {tag: commit
 
 `vendor_image_sensor` (contract name) looks up the newest image of each vendor asset (cursor
 JSON `{vendor asset: image id}`, first evaluation = baseline) and requests the vendor asset plus
-its subtree when the id changed; an unreachable cloud is warned about and keeps the cursor.
+its subtree when the id changed, pinning the ids it saw in the run tag VENDOR_IMAGES_TAG (the
+vendor asset then materializes that id, not whatever is newest when the run starts); an
+unreachable cloud is warned about and keeps the cursor.
 
 Nothing here runs git or the cloud at import or definition time: only inside a tick.
 """
@@ -40,7 +42,7 @@ import botocore.exceptions
 import dagster as dg
 
 from image_assets import gitrepos
-from image_assets.assets import GIT_REFS_TAG, lookup_vendor
+from image_assets.assets import GIT_REFS_TAG, VENDOR_IMAGES_TAG, lookup_vendor
 from image_assets.catalog import Catalog
 from image_assets.cloud import CloudError
 
@@ -200,7 +202,8 @@ def evaluate_vendor_images(catalog: Catalog, cursor_text: str | None, log) -> dg
     request = dg.RunRequest(
         run_key=f"vendor-{_digest(sorted(changes))}",
         asset_selection=[dg.AssetKey([name]) for name in selection],
-        tags={TRIGGER_TAG: _tag_value(trigger)},
+        tags={VENDOR_IMAGES_TAG: json.dumps({name: new for name, _, new in changes}, sort_keys=True),
+              TRIGGER_TAG: _tag_value(trigger)},
     )
     return dg.SensorResult(run_requests=[request], cursor=new_cursor)
 

@@ -1,12 +1,16 @@
-"""A git_tag_sensor run request executed for real: the subtree is rebuilt from the new tag, nothing else."""
+"""Sensor run requests executed for real: the subtree is rebuilt from the new tag or vendor image, nothing else."""
 
+import json
 import subprocess
+import sys
 
 import dagster as dg
-from conftest import latest, materialize
+import pytest
+from conftest import free_port, latest, materialize
 
 from image_assets import cloud as cloudmod
-from image_assets.assets import GIT_REFS_TAG
+from image_assets import sandbox
+from image_assets.assets import GIT_REFS_TAG, VENDOR_IMAGES_TAG, lookup_vendor
 from image_assets.defs import build_defs
 
 GIT_ID = ["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false"]
@@ -16,9 +20,9 @@ def git(*args, cwd=None) -> str:
     return subprocess.run(["git", *GIT_ID, *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def evaluate(defs, instance, cursor):
+def evaluate(defs, instance, cursor, sensor="git_tag_sensor"):
     context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
-    result = defs.resolve_sensor_def("git_tag_sensor").evaluate_tick(context)
+    result = defs.resolve_sensor_def(sensor).evaluate_tick(context)
     return result.run_requests, result.cursor
 
 
@@ -62,3 +66,57 @@ def test_new_roles_tag_rebuilds_exactly_its_subtree_from_the_tagged_commit(demo_
     # The same tick evaluated again starts nothing new.
     again, _ = evaluate(defs, instance, cursor)
     assert again == []
+
+
+@pytest.fixture
+def own_sandbox(monkeypatch, request):
+    """A sandbox of this test's own: the vendor releases it publishes stay out of the session's."""
+    port = free_port()
+    monkeypatch.setenv("IMAGE_ASSETS_SANDBOX_PORT", str(port))
+    request.addfinalizer(lambda: sandbox.stop(port))
+    sandbox.start(port)
+    return cloudmod.Cloud("sandbox", "us-east-1")
+
+
+def test_vendor_release_rebuilds_its_tree_on_exactly_the_image_the_sensor_saw(demo_catalog, instance, own_sandbox):
+    cloud = own_sandbox
+    defs = build_defs(demo_catalog)
+    requests, cursor = evaluate(defs, instance, None, "vendor_image_sensor")
+    assert requests == []
+
+    # Amazon publishes a new Amazon Linux 2023 release (on the sandbox: the command does it).
+    published = subprocess.run([sys.executable, "-m", "image_assets.sandbox", "publish-vendor", "al2023",
+                                "--catalog", str(demo_catalog.path)], capture_output=True, text=True, timeout=60)
+    assert published.returncode == 0, published.stderr
+    release = published.stdout.split()[1]
+    assert lookup_vendor(demo_catalog, "al2023")["ImageId"] == release
+
+    requests, cursor = evaluate(defs, instance, cursor, "vendor_image_sensor")
+    assert len(requests) == 1
+    selected = {key.path[0] for key in requests[0].asset_selection}
+    assert selected == {"al2023", "global-linux", "python310", "service-urllib3", "service-sshd-banner"}
+    assert json.loads(requests[0].tags[VENDOR_IMAGES_TAG]) == {"al2023": release}
+
+    # Yet another release lands after the tick, before the run starts: the run must not take it.
+    query = demo_catalog.images["al2023"].vendor
+    later = sandbox.publish_vendor_image(query.owners, query.name)["ImageId"]
+    assert lookup_vendor(demo_catalog, "al2023")["ImageId"] == later != release
+
+    result = materialize(demo_catalog, instance, selection=list(requests[0].asset_selection), tags=requests[0].tags)
+    assert result.success
+    assert latest(instance, "al2023")["image_id"] == release and latest(instance, "al2023")["pinned"] is True
+    for name in selected - {"al2023"}:
+        meta = latest(instance, name)
+        tags = cloudmod.tags_of(cloud.get_image(meta["image_id"]))
+        assert tags["RootImageId"] == meta["root_image_id"] == release, name
+        assert tags["ParentImageId"] == latest(instance, demo_catalog.images[name].parent)["image_id"], name
+    assert cloudmod.tags_of(cloud.get_image(latest(instance, "global-linux")["image_id"]))["ParentImageId"] == release
+    assert instance.get_latest_materialization_event(dg.AssetKey(["global-windows"])) is None
+
+    # A pin to an image that is gone fails at once, naming it; nothing is built on anything else.
+    gone = materialize(demo_catalog, instance, selection=["al2023"], raise_on_error=False,
+                       tags={VENDOR_IMAGES_TAG: json.dumps({"al2023": "ami-0123456789abcdef0"})})
+    assert not gone.success
+    failure = next(e for e in gone.all_events if e.is_step_failure)
+    assert "ami-0123456789abcdef0 does not exist" in str(failure.event_specific_data.error)
+    assert latest(instance, "al2023")["image_id"] == release

@@ -1,13 +1,18 @@
 """vendor_image_sensor against a real sandbox (moto server) serving vendor images from MOTO_AMIS_PATH."""
 
+import fnmatch
 import json
 import socket
+import subprocess
+import sys
 
+import boto3
 import dagster as dg
 import pytest
 import yaml
 
 from image_assets import sandbox
+from image_assets.assets import VENDOR_IMAGES_TAG
 from image_assets.catalog import load_catalog
 from image_assets.defs import build_defs
 from image_assets.sensors import TRIGGER_TAG
@@ -71,6 +76,11 @@ def setup(tmp_path, monkeypatch, request):
         yield port, build_defs(load_catalog(path)), instance
 
 
+def ec2(port):
+    return boto3.client("ec2", endpoint_url=sandbox.endpoint(port), region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
 def serve(tmp_path, port, name, images):
     """(Re)start the sandbox serving exactly these vendor images."""
     amis = tmp_path / name
@@ -104,6 +114,7 @@ def test_new_vendor_release_selects_the_vendor_asset_and_its_tree(setup, tmp_pat
     assert [k.to_user_string() for k in request.asset_selection] == [
         "base", "global-linux", "product-py", "svc-b", "svc-a"]  # not the `other` tree
     assert request.tags[TRIGGER_TAG] == f"base={NEW}"
+    assert json.loads(request.tags[VENDOR_IMAGES_TAG]) == {"base": NEW}  # the run builds on what the tick saw
     assert json.loads(result.cursor) == {"base": NEW, "other": OTHER}
     again = tick(defs, instance, first.cursor)  # the same tick evaluated twice: the same key
     assert again.run_requests[0].run_key == request.run_key
@@ -119,3 +130,37 @@ def test_new_vendor_release_selects_the_vendor_asset_and_its_tree(setup, tmp_pat
     assert not down.run_requests and down.cursor == result.cursor
     log = capsys.readouterr().err
     assert "WARNING - vendor_image_sensor: no lookup for 'base'" in log
+
+
+def test_publish_vendor_makes_the_newest_image_of_that_vendor_query(setup, tmp_path):
+    port, defs, instance = setup
+    future = "2030-01-01T00:00:00.000Z"  # newer than "now": a release must still sort after it
+    serve(tmp_path, port, "amis.json", [ami(OLD, "vendorlinux-2024.01-x86_64", future),
+                                        ami(OTHER, "otherlinux-1", "2024-01-01T00:00:00.000Z")])
+    cursor = tick(defs, instance, None).cursor
+    # What the command does, from the shell: the catalog names the vendor query.
+    cli = subprocess.run([sys.executable, "-m", "image_assets.sandbox", "publish-vendor", "base",
+                          "--catalog", str(tmp_path / "images.yaml")], capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    first = cli.stdout.split()[1]
+    second = sandbox.publish_vendor_image([VENDOR], "vendorlinux-*-x86_64", port=port)["ImageId"]  # same second
+
+    query = {"Owners": [VENDOR], "Filters": [{"Name": "name", "Values": ["vendorlinux-*-x86_64"]}]}
+    found = ec2(port).describe_images(**query)
+    images = sorted(found["Images"], key=lambda i: (i["CreationDate"], i["Name"]))
+    assert [i["ImageId"] for i in images] == [OLD, first, second]  # 1-second steps, never a tie
+    assert [i["CreationDate"] for i in images] == [future, "2030-01-01T00:00:01.000Z", "2030-01-01T00:00:02.000Z"]
+    for image in images[1:]:
+        assert fnmatch.fnmatchcase(image["Name"], "vendorlinux-*-x86_64")
+        assert (image["OwnerId"], image["Public"], image["State"]) == (VENDOR, True, "available")
+        assert (image["RootDeviceType"], image["RootDeviceName"], image["Architecture"]) == ("ebs", "/dev/xvda", "x86_64")
+
+    request = tick(defs, instance, cursor).run_requests[0]
+    assert json.loads(request.tags[VENDOR_IMAGES_TAG]) == {"base": second}
+    assert [k.to_user_string() for k in request.asset_selection][0] == "base"
+
+    wrong = subprocess.run([sys.executable, "-m", "image_assets.sandbox", "publish-vendor", "global-linux",
+                            "--catalog", str(tmp_path / "images.yaml")], capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "vendor images: base, other" in wrong.stderr
+    with pytest.raises(RuntimeError, match="no image in us-east-1 matches"):
+        sandbox.publish_vendor_image([VENDOR], "nothing-*", port=port)
