@@ -245,7 +245,8 @@ def remove_dead_builds(cloud: cloudmod.Cloud, name: str, run_id: str, died: dict
     holding the image lock, or runs Dagster reports finished. A run in progress is never touched,
     and a dead run's packer still running on this machine is stopped first."""
     removed = []
-    for other in sorted(cloudmod.runs_with_leftovers(cloud, name)):
+    # The lock's dead run always: its packer may have terminated the instance before it died.
+    for other in sorted(cloudmod.runs_with_leftovers(cloud, name) | ({died["run_id"]} if died.get("run_id") else set())):
         if other == died.get("run_id") or (other != run_id and run_finished(other)):
             if other != died.get("run_id"):  # the lock's own dead run was stopped on acquiring it
                 stop_dead_packer(name, other, None, timeout, log)

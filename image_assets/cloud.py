@@ -204,8 +204,16 @@ def remove_leftovers(cloud: Cloud, name: str, run_id: str, log=print) -> list[st
     removed: list[str] = []
     filters = _image_filters(name) + [{"Name": "tag:DagsterRunId", "Values": [run_id]}]
     instances = _live_instances(cloud, filters)
-    groups = {g["GroupId"] for i in instances for g in i.get("SecurityGroups", []) if g["GroupName"].startswith("packer_")}
-    keys = {i["KeyName"] for i in instances if i.get("KeyName", "").startswith("packer_")}
+    # Terminated instances too: a packer stopped mid-cleanup (its output pipe gone with the dead
+    # step) may have terminated the instance but not yet deleted its key pair and security group.
+    pages = cloud.ec2.get_paginator("describe_instances").paginate(Filters=filters)
+    every = [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+    groups = {g["GroupId"] for i in every for g in i.get("SecurityGroups", []) if g["GroupName"].startswith("packer_")}
+    keys = {i["KeyName"] for i in every if i.get("KeyName", "").startswith("packer_")}
+    existing_groups = {g["GroupId"] for g in cloud.ec2.describe_security_groups()["SecurityGroups"]}
+    existing_keys = {k["KeyName"] for k in cloud.ec2.describe_key_pairs()["KeyPairs"]}
+    groups &= existing_groups
+    keys &= existing_keys
     if instances:
         ids = [i["InstanceId"] for i in instances]
         cloud._call("terminate_instances", InstanceIds=ids)

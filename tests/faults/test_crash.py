@@ -1,10 +1,12 @@
 """Item 2: a step process killed mid-build (SIGKILL, no cleanup): the next build of that image
 removes what the dead build left, and never touches a build that may still be running."""
 
+import json
 import os
 import signal
 import time
 import uuid
+from pathlib import Path
 
 import dagster as dg
 from conftest import latest
@@ -72,3 +74,39 @@ def test_leftovers_of_a_killed_build_are_removed_by_the_next_build(tmp_path, wor
 
 def latest_vendor_image(cloud) -> str:
     return cloud.newest_vendor_image(["amazon"], "al2023-ami-2023.*-kernel-6.1-x86_64")["ImageId"]
+
+
+def test_a_dead_runs_packer_still_running_is_stopped_before_its_build_is_removed(tmp_path, work_dir, cloud):
+    """Only the step process dies (SIGKILL); packer, in a session of its own, keeps building. The
+    next build finds packer's process group recorded in the image lock, stops it (SIGINT: packer
+    cleans up its own instance) and only then removes what is left: no live build is ever acted on."""
+    before = inventory(cloud)
+    home, mark = tmp_path / "home", uuid.uuid4().hex
+    out = tmp_path / "crashed.out"
+    proc = start_cli("*", cli_env(home, write_fault_catalog(tmp_path / "slow", {"sleep_seconds": 300}),
+                                  FAULT_MARK=mark), out)
+    try:
+        wait_for(lambda: b"building-now" in out.read_bytes(), 180, "packer to reach the sleeping provisioner")
+        lock = json.loads((work_dir / ".locks" / f"{IMAGE}.lock").read_text())
+        assert lock["run_id"] and lock["pgid"]
+        os.kill(proc.pid, signal.SIGKILL)  # the step (in_process executor: the CLI itself), nothing else
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    survivors = {p: Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0] for p in pids_with_env("FAULT_MARK", mark)}
+    packers = [p for p, cmd in survivors.items() if cmd.endswith(b"packer")]
+    assert packers and all(os.getpgid(p) == lock["pgid"] for p in packers), survivors  # packer lives on
+    assert inventory(cloud)["instances"] - before["instances"]
+
+    second = run_cli(IMAGE, cli_env(home, write_fault_catalog(tmp_path / "quick", {"sleep_seconds": 0})))
+    logs = second.stdout + second.stderr + "".join(p.read_text() for p in home.rglob("compute_logs/*"))
+    assert second.returncode == 0, logs[-3000:]
+    assert f"dead build {lock['run_id']} still has packer running (process group {lock['pgid']})" in logs
+    wait_for(lambda: not pids_with_env("FAULT_MARK", mark), 30, "the dead build's packer to stop")
+    after = inventory(cloud)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        new_image = latest(instance, IMAGE)["image_id"]
+    assert after["instances"] == before["instances"]
+    assert after["security_groups"] == before["security_groups"] and after["key_pairs"] == before["key_pairs"]
+    assert after["images"] == before["images"] | {new_image}
