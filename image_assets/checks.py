@@ -169,16 +169,6 @@ def _placeholder_vars(catalog: Catalog, name: str, declared: dict, dirs: dict) -
 _PLACEHOLDERS = {"map": {}, "object": {}, "list": [], "set": [], "tuple": [], "number": 0, "bool": False}
 
 
-def _input_dirs(catalog: Catalog, name: str, checkouts: dict[str, Path]) -> dict:
-    """input_dirs and content_dirs as the build injects them, from checkouts of the input repos."""
-    content = {}
-    for key, source in catalog.images[name].content.items():
-        repo, _, path = source.partition(":") if ":" in source else ("", "", source)
-        base = checkouts.get(repo, Path("/nonexistent") / repo) if repo else catalog.root_dir
-        content[key] = str((base / path).resolve())
-    return {"input_dirs": {repo: str(p) for repo, p in checkouts.items()}, "content_dirs": content}
-
-
 def validate_template(cli: PackerCli, catalog: Catalog, name: str, template_dir: Path,
                       dirs: dict | None = None) -> tuple[list[dict], list[dict]]:
     """(each packer step with its exit code and output, the contract findings of template_check).
@@ -212,6 +202,7 @@ def validate_template(cli: PackerCli, catalog: Catalog, name: str, template_dir:
 
 
 _validated: dict[tuple, tuple] = {}  # one validation per image and inputs, per process
+_NO_PARENT = buildmod.Parent("ami-00000000", "ami-00000000")  # validation needs no parent image
 
 
 def template_valid(cli: PackerCli, catalog: Catalog, name: str, meta: dict | None = None) -> dg.AssetCheckResult:
@@ -232,9 +223,10 @@ def template_valid(cli: PackerCli, catalog: Catalog, name: str, meta: dict | Non
                "" if repo else templates.content_digest(catalog.template_dir(name)))
         if key not in _validated:
             with tempfile.TemporaryDirectory(prefix="image-assets-template-") as tmp:
-                checkouts = {r: gitrepos.checkout(catalog.repos[r].url, ref, Path(tmp) / r) for r, ref in refs.items()}
-                template_dir = checkouts[repo] / path if repo else catalog.template_dir(name)
-                _validated[key] = validate_template(cli, catalog, name, template_dir, _input_dirs(catalog, name, checkouts))
+                resolved = buildmod.resolve(catalog, name, _NO_PARENT, Path(tmp), {r: str(ref) for r, ref in refs.items()})
+                dirs = {"input_dirs": {r: str((Path(tmp) / "repos" / r).resolve()) for r in resolved.refs},
+                        "content_dirs": {k: str(p) for k, p in resolved.content_dirs.items()}}
+                _validated[key] = validate_template(cli, catalog, name, resolved.template_dir, dirs)
         steps, findings = _validated[key]
     except (buildmod.BuildError, gitrepos.GitError, templates.TemplateError, PackerError, OSError, ValueError) as exc:
         return _result(name, TEMPLATE, False, f"template {image.template}: {exc}")
