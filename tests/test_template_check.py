@@ -153,6 +153,11 @@ def test_shipped_templates_meet_the_contract_for_the_targets_they_serve():
     assert check_template(PROJECT / "packer" / "aws" / "linux", "--image", "global-linux").returncode == 0
 
 
+def test_the_sources_are_the_builds():
+    from image_assets import build
+    assert template_check.SOURCES == build.SOURCES
+
+
 def test_the_drop_in_declares_the_injected_variables_as_the_shipped_templates_do():
     drop_in = templates.declared_variables(DROP_IN.parent)
     shipped = templates.declared_variables(PROJECT / "packer" / "aws" / "linux")
