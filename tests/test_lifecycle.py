@@ -287,7 +287,7 @@ def test_retention(tmp_path, work_dir, instance):
 def _image(image_id, name, created, parent="", managed=True, state="available"):
     tags = {"ImageName": name, "ParentImageId": parent, "ImageVersion": created}
     if managed:
-        tags["ManagedBy"] = "image-assets"
+        tags.update(ManagedBy="image-assets", Deployment="default")
     return {"ImageId": image_id, "CreationDate": created, "State": state,
             "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
             "BlockDeviceMappings": [{"Ebs": {"SnapshotId": "snap-" + image_id}}]}
@@ -302,6 +302,9 @@ def test_retention_plan_rules(demo_catalog):
         _image("p1", "python310", day(8), parent="g7"),  # python310 (keep 3) -> its parent g7 stays
         _image("s1", "service-urllib3", day(9), parent="p1"),
         _image("x1", "global-linux", day(30), managed=False),  # unmanaged: not even in the plan
+        {**_image("d1", "global-linux", day(30)),  # another deployment's image: not even in the plan
+         "Tags": [{"Key": "ManagedBy", "Value": "image-assets"}, {"Key": "Deployment", "Value": "team-b"},
+                  {"Key": "ImageName", "Value": "global-linux"}]},
         _image("o1", "retired-image", day(30)),  # not in the catalog: left alone
         _image("b1", "service-sshd-banner", day(30)),  # asset never materialized here: left alone
         _image("w1", "global-windows", day(30)), _image("w2", "global-windows", day(31)),
@@ -310,7 +313,7 @@ def test_retention_plan_rules(demo_catalog):
     ]
     current = {"global-linux": "g6", "python310": "p1", "service-urllib3": "s1", "global-windows": "w5"}
     plan = {d.image_id: d for d in lifecycle.plan_retention(demo_catalog, images, current, now)}
-    assert "x1" not in plan
+    assert "x1" not in plan and "d1" not in plan
     assert {i for i, d in plan.items() if d.delete} == {"g4", "g5"}
     assert plan["g6"].reason == "current materialization"  # older than the newest 3, still kept
     assert plan["g7"].reason == "parent of kept image p1"

@@ -61,3 +61,35 @@ def test_a_build_whose_image_fails_verification_leaves_no_image(tmp_path, work_d
     after = sandbox_inventory(cloud)
     assert after["images"] == before["images"] and after["snapshots"] == before["snapshots"]
     assert after["instances"] == before["instances"]
+
+
+def test_retention_and_reuse_never_cross_deployments(tmp_path, work_dir, cloud):
+    """Two Dagster instances share one account: team-b never adopts team-a's image, and team-a's
+    retention deletes its own old image but never team-b's current one."""
+    from image_assets import lifecycle
+
+    def catalog_for(team: str, payload: str):
+        path = write_fault_catalog(tmp_path / f"{team}-{payload}", {"payload": payload})
+        doc = yaml.safe_load(path.read_text())
+        doc["defaults"]["deployment"] = team
+        doc["images"][IMAGE]["retention"] = {"keep": 1, "min_age": "0s"}
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return load_catalog(path)
+
+    with dg.instance_for_test() as team_a, dg.instance_for_test() as team_b:
+        materialize(catalog_for("team-a", "one"), team_a, selection=f"*{IMAGE}")
+        a_old = latest(team_a, IMAGE)["image_id"]
+        materialize(catalog_for("team-b", "one"), team_b, selection=f"*{IMAGE}")
+        b_current = latest(team_b, IMAGE)
+        assert b_current["image_id"] != a_old and b_current["reused"] is False  # same inputs, other deployment
+        assert tags_of(cloud.get_image(a_old))["Deployment"] == "team-a"
+        catalog_a = catalog_for("team-a", "two")
+        materialize(catalog_a, team_a, selection=IMAGE)
+        a_current = latest(team_a, IMAGE)["image_id"]
+
+        decisions = lifecycle.retention(catalog_a, cloud, lifecycle.current_images(catalog_a, team_a),
+                                        dry_run=False, record=lambda _: None)
+        assert {d.image_id for d in decisions if d.delete} == {a_old}
+        assert b_current["image_id"] not in {d.image_id for d in decisions}
+        assert cloud.get_image(a_old) is None
+        assert cloud.get_image(a_current) and cloud.get_image(b_current["image_id"])
