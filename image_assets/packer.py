@@ -1,19 +1,24 @@
-"""Running `packer build -machine-readable`: output parsing, echo, redaction, and interruption.
+"""Running packer: one runner (PackerRun) for every packer call (build, validate, fmt, inspect):
+start, stream (parse, mask, echo), wait, interrupt, error.
 
 Packer's human output goes to stdout (Dagster's compute logs capture it); only results become
 events. Packer runs in its own session so an interruption reaches the wrapper and the plugin
 child alike (SIGINT to the wrapper alone is ignored, to the child alone orphans shell-local).
+Masking runs on each raw line and again on the text after packer's escapes are undone.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,35 +48,93 @@ def is_transient(errors: list[str]) -> bool:
     return any(m in text for m in TRANSIENT_PACKER_ERRORS) and not any(m in text for m in permanent)
 
 
-class Redactor:
-    """Replaces every secret value with a marker in anything printed, logged or recorded."""
+MIN_SECRET = 3  # shorter values (and lines of values) are not masked: they would garble all output
 
-    def __init__(self, secrets=()):
-        # Longest first, so a secret containing another is masked whole.
-        self.secrets = sorted({s for s in secrets if s and len(str(s)) >= 3}, key=len, reverse=True)
 
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(str(secret), REDACTED)
-        return text
+def escape(text: str) -> str:
+    """Packer's -machine-readable escaping of one datum (commas and line breaks)."""
+    return text.replace(",", "%!(PACKER_COMMA)").replace("\r", "\\r").replace("\n", "\\n")
 
 
 def unescape(datum: str) -> str:
     return datum.replace("%!(PACKER_COMMA)", ",").replace("\\n", "\n").replace("\\r", "\r")
 
 
+def hcl_literal(value) -> str:
+    """A value as an HCL literal expression, which is how packer reads a PKR_VAR_ of a map, list or
+    object type (measured on 1.6.6: JSON is not enough, `${` and `%{` in it are templates and
+    `\\b`, `\\f`, `\\/` are not escapes)."""
+    if isinstance(value, str):
+        out = "".join(_HCL_ESCAPES.get(ch) or (f"\\u{ord(ch):04x}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch)
+                      for ch in value)
+        return '"' + out.replace("${", "$${").replace("%{", "%%{") + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{hcl_literal(str(k))} = {hcl_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(hcl_literal(v) for v in value) + "]"
+    raise TypeError(f"no HCL literal for a {type(value).__name__}")
+
+
+_HCL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def encodings(secret: str) -> set[str]:
+    """Every form in which a value can reach text we print or record: as is, JSON-escaped (both
+    ASCII and not), Python repr / backslash-escaped, HCL-quoted, each of those as packer's
+    machine-readable escaping prints it and as our unescaping of that reads it back (a literal
+    `\\r` in a secret comes back a carriage return), and the same for each line of a
+    multi-line value (packer prints provisioner output line by line)."""
+    lines = [line for line in secret.splitlines() if len(line.strip()) >= MIN_SECRET]
+    found = set()
+    for part in {secret, *lines}:
+        for form in {part, json.dumps(part)[1:-1], json.dumps(part, ensure_ascii=False)[1:-1], repr(part)[1:-1],
+                     part.encode("unicode_escape").decode("ascii"), hcl_literal(part)[1:-1]}:
+            found |= {form, escape(form), unescape(escape(form))}
+    return {form for form in found if len(form.strip()) >= MIN_SECRET}
+
+
+class Redactor:
+    """Replaces every secret value, in every encoding (see `encodings`), with a marker in anything
+    printed, logged or recorded."""
+
+    def __init__(self, secrets=()):
+        forms = set()
+        for secret in secrets:
+            if secret is not None and len(str(secret).strip()) >= MIN_SECRET:
+                forms |= encodings(str(secret))
+        # Longest first: at each position the alternation masks the longest form, so a secret
+        # containing another (or one of its own lines) is masked whole.
+        self.forms = sorted(forms, key=lambda f: (-len(f), f))
+        self._pattern = re.compile("|".join(map(re.escape, self.forms))) if self.forms else None
+
+    def __call__(self, text: str) -> str:
+        return self._pattern.sub(REDACTED, text) if self._pattern else text
+
+
 @dataclass
 class BuildOutput:
     artifacts: list[str] = field(default_factory=list)  # "region:ami-…" as packer reports them
     errors: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # the human text echoed, masked
     returncode: int | None = None
     seconds: float = 0.0
 
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
     def parse(self, line: str) -> str | None:
-        """Digest one machine-readable line; returns the human text to echo, if any."""
+        """Digest one output line; returns the human text to echo, if any. Lines that are not
+        machine-readable (`packer fmt -diff`, a plugin's stderr) are human text as they are."""
         parts = line.rstrip("\r\n").split(",")
-        if len(parts) < 4:
-            return line.rstrip("\n") or None
+        if len(parts) < 4 or not parts[0].isdigit():
+            return line.rstrip("\r\n") or None
         source, kind, data = parts[1], parts[2], [unescape(d) for d in parts[3:]]
         if kind == "artifact" and len(data) >= 3 and data[1] == "id":
             for artifact in data[2].split(","):
@@ -112,49 +175,85 @@ class PackerCli(dg.ConfigurableResource):
 
     def run(self, args: list[str], cwd: Path, env: dict[str, str], redact: Redactor, echo=None,
             on_start=None) -> BuildOutput:
-        """`on_start(pgid)` is told packer's process group as soon as it runs (the build lock records it)."""
-        """Run `packer <args> -machine-readable`, echo human lines, and collect results."""
-        binary = resolve_binary(self.binary)
-        echo = echo or (lambda text: print(text, flush=True))
-        out = BuildOutput()
-        start = time.monotonic()
-        proc = subprocess.Popen(
-            [binary, args[0], "-machine-readable", *args[1:]],
-            cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, errors="replace", start_new_session=True,
+        """Run `packer <args> -machine-readable` to its end: echo masked human lines, collect results.
+        `on_start(pgid)` is told packer's process group as soon as it runs (the build lock records it)."""
+        return PackerRun(self, args, cwd, env, redact, echo, on_start).start().wait()
+
+
+class PackerRun:
+    """One packer process, as dagster-dbt has one dbt invocation: start, stream, wait, interrupt,
+    error. Every line is masked before anything sees it: the raw line (packer's escaped forms),
+    then the human text after unescaping (the raw forms), then the collected errors."""
+
+    def __init__(self, cli: PackerCli, args: list[str], cwd: Path, env: dict[str, str], redact: Redactor,
+                 echo=None, on_start=None):
+        self.cli, self.args, self.cwd, self.env, self.redact = cli, args, cwd, env, redact
+        self.echo = echo or (lambda text: print(text, flush=True))
+        self.on_start = on_start
+        self.out = BuildOutput()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> PackerRun:
+        binary = resolve_binary(self.cli.binary)
+        self._started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [binary, self.args[0], "-machine-readable", *self.args[1:]],
+            cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True,
         )
-        if on_start:
-            on_start(proc.pid)  # own session: its process group id is its pid
+        if self.on_start:
+            self.on_start(self.proc.pid)  # own session: its process group id is its pid
+        return self
+
+    def stream(self) -> Iterator[str]:
+        """Packer's human lines, masked, as they come; results collect in `out`."""
+        for line in self.proc.stdout:
+            human = self.out.parse(self.redact(line))
+            if human:
+                human = self.redact(human)
+                self.out.lines.append(human)
+                yield human
+
+    def wait(self) -> BuildOutput:
+        """Stream to `echo` until packer exits; on an interrupt let packer clean up first."""
         try:
-            for line in proc.stdout:
-                human = out.parse(redact(line))
-                if human:
-                    echo(human)
-            out.returncode = proc.wait()
+            for human in self.stream():
+                self.echo(human)
+            self.out.returncode = self.proc.wait()
         except BaseException:
-            # Dagster's interrupt (cancel/terminate) or anything else: let packer clean up first.
-            self._interrupt(proc, echo)
+            # Dagster's interrupt (cancel/terminate) or anything else.
+            self.interrupt()
             raise
         finally:
-            out.seconds = time.monotonic() - start
-            out.errors = [redact(e) for e in out.errors]
-        return out
+            self.out.seconds = time.monotonic() - self._started
+            self.out.errors = [self.redact(e) for e in self.out.errors]
+        return self.out
 
-    def _interrupt(self, proc: subprocess.Popen, echo) -> None:
-        if proc.poll() is not None:
+    def interrupt(self) -> None:
+        proc, echo, timeout = self.proc, self.echo, self.cli.cleanup_timeout_seconds
+        if proc is None or proc.poll() is not None:
             return
         echo(f"interrupted: sending SIGINT to packer (process group {proc.pid}) and waiting up to "
-             f"{self.cleanup_timeout_seconds:.0f}s for its cleanup")
+             f"{timeout:.0f}s for its cleanup")
         with _shielded():
             try:
                 os.killpg(proc.pid, signal.SIGINT)
-                proc.communicate(timeout=self.cleanup_timeout_seconds)
+                proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
                 echo("packer did not finish its cleanup in time: killing it")
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
             except ProcessLookupError:
                 pass
+
+    def error(self, what: str) -> PackerError | None:
+        """The failure of a finished run as a PackerError quoting packer's (masked) errors, or None."""
+        out = self.out
+        if out.returncode == 0:
+            return None
+        detail = "\n".join(dict.fromkeys(out.errors)) or "(packer printed no error line)"
+        return PackerError(f"{what} failed: packer exited {out.returncode}:\n{detail}",
+                           transient=is_transient(out.errors))
 
 
 class _shielded:
@@ -175,14 +274,15 @@ class _shielded:
 def build(cli: PackerCli, template_dir: Path, only: str, var_file: Path,
           env: dict[str, str], redact: Redactor, on_start=None) -> tuple[str, BuildOutput]:
     """One `packer build`; returns the single artifact id or raises PackerError quoting packer."""
-    out = cli.run(["build", f"-only={only}", f"-var-file={var_file}", str(template_dir)],
-                  cwd=var_file.parent, env=env, redact=redact, on_start=on_start)
-    if out.returncode != 0 or not out.artifacts:
-        reason = (f"packer exited {out.returncode}" if out.returncode
-                  else f"packer produced no artifact (does the template define source {only!r}?)")
-        detail = "\n".join(dict.fromkeys(out.errors)) or "(packer printed no error line)"
-        raise PackerError(f"packer build of {template_dir} failed: {reason}:\n{detail}",
-                          transient=is_transient(out.errors))
+    run = PackerRun(cli, ["build", f"-only={only}", f"-var-file={var_file}", str(template_dir)],
+                    cwd=var_file.parent, env=env, redact=redact, on_start=on_start).start()
+    out = run.wait()
+    failure = run.error(f"packer build of {template_dir}")
+    if failure:
+        raise failure
+    if not out.artifacts:
+        raise PackerError(f"packer build of {template_dir} failed: packer produced no artifact "
+                          f"(does the template define source {only!r}?)")
     if len(out.artifacts) > 1:
         raise PackerError(f"packer build of {template_dir} produced {len(out.artifacts)} artifacts, expected one: {out.artifacts}")
     print(f"packer {cli.version()} built {out.artifacts[0]} in {out.seconds:.1f}s", file=sys.stdout, flush=True)

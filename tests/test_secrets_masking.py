@@ -1,0 +1,179 @@
+"""The redactor and the PKR_VAR_ hand-over, against real packer 1.6.6 (the null builder: no cloud)."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from image_assets import secrets as secretsmod
+from image_assets.catalog import Image
+from image_assets.packer import REDACTED, PackerCli, Redactor
+from image_assets.templates import declared_variables
+
+TRICKY = [
+    'pa,ss"w\\rd\nline2-é',
+    "plain-token-0123456789",
+    "back\\slash, comma\ttab \"quote\" ünïcödé ${var.x} %{ if } $${y}\r\nthird line here",
+    "\x01ctl-and-del\x7f",
+]
+
+
+def independent_forms(value: str) -> dict[str, str]:
+    """Encodings written out here, not taken from the code under test."""
+    packer = value.replace(",", "%!(PACKER_COMMA)").replace("\r", "\\r").replace("\n", "\\n")
+    forms = {
+        "raw": value,
+        "json": json.dumps(value)[1:-1],
+        "json non-ascii": json.dumps(value, ensure_ascii=False)[1:-1],
+        "packer-escaped": packer,
+        "packer-escaped, unescaped again": packer.replace("%!(PACKER_COMMA)", ",").replace("\\n", "\n").replace("\\r", "\r"),
+        "json in a quoted var-file line": json.dumps(value)[1:-1].replace(",", "%!(PACKER_COMMA)"),
+        "repr": repr(value)[1:-1],
+        "unicode-escape": value.encode("unicode_escape").decode(),
+    }
+    lines = [line for line in value.splitlines() if len(line.strip()) >= 3]
+    if len(lines) > 1:
+        forms.update({f"line {i}": line for i, line in enumerate(lines)})
+        forms.update({f"line {i} json": json.dumps(line)[1:-1] for i, line in enumerate(lines)})
+    return forms
+
+
+@pytest.mark.parametrize("value", TRICKY)
+def test_redactor_masks_every_encoding(value):
+    redact = Redactor([value])
+    for name, form in independent_forms(value).items():
+        masked = redact(f"before {form} after")
+        assert masked == f"before {REDACTED} after", (name, masked)
+
+
+def test_redactor_masks_a_secret_whole_and_leaves_short_values():
+    redact = Redactor(["abcdef-secret", "abc", "ab"])
+    assert redact("x abcdef-secret y abc z ab") == f"x {REDACTED} y {REDACTED} z ab"
+    assert Redactor([])("nothing to mask") == "nothing to mask"
+
+
+TEMPLATE = '''
+variable "token" {
+  type      = string
+  default   = ""
+  sensitive = true
+}
+variable "env" {
+  type      = map(string)
+  default   = {}
+  sensitive = true
+}
+variable "keys" {
+  type      = list(string)
+  default   = []
+  sensitive = true
+}
+variable "login" {
+  type    = object({ user = string, password = string })
+  default = { user = "", password = "" }
+}
+variable "plain" {
+  default = ""
+}
+variable "count" {
+  type    = number
+  default = 0
+}
+source "null" "x" {
+  communicator = "none"
+}
+build {
+  sources = ["source.null.x"]
+  provisioner "shell-local" {
+    environment_vars = ["TOKEN=${var.token}", "ENV=${lookup(var.env, "K", "")}", "KEY=${join("", var.keys)}",
+                        "PASSWORD=${var.login.password}", "PLAIN=${var.plain}"]
+    inline = ["printf '%s' \\"$TOKEN\\" > token.out", "printf '%s' \\"$ENV\\" > env.out",
+              "printf '%s' \\"$KEY\\" > key.out", "printf '%s' \\"$PASSWORD\\" > password.out",
+              "printf '%s' \\"$PLAIN\\" > plain.out",
+              "printf 'token=%s\\\\n' \\"$TOKEN\\"", "printf 'env=%s\\\\n' \\"$ENV\\""]
+  }
+}
+'''
+
+
+@pytest.fixture
+def template(tmp_path) -> Path:
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "t.pkr.hcl").write_text(TEMPLATE)
+    return tmp_path / "t"
+
+
+def _image(variables=None, secrets=None) -> Image:
+    return Image(layer="global", parent="p", template="t", variables=variables or {},
+                 secrets={k: {"env": v} for k, v in (secrets or {}).items()})
+
+
+def _run(template: Path, env: dict, values=(), args=()):
+    lines = []
+    out = PackerCli().run(["build", *args, str(template)], cwd=template.parent,
+                          env={**os.environ, "CHECKPOINT_DISABLE": "1", **env},
+                          redact=Redactor(values), echo=lines.append)
+    return out, lines
+
+
+@pytest.mark.parametrize("value", TRICKY)
+def test_every_secret_type_reaches_packer_unchanged_and_is_masked_in_its_output(template, value):
+    environ = {"TOKEN": value, "ENV_JSON": json.dumps({"K": value}), "LOGIN_JSON": json.dumps({"user": "u", "password": value})}
+    image = _image(variables={"keys": [value, "k2-" + value], "plain": value},
+                   secrets={"token": "TOKEN", "env": "ENV_JSON", "login": "LOGIN_JSON"})
+    secrets = secretsmod.for_image("img", image, declared_variables(template), environ)
+    assert secrets.names == {"token", "env", "login", "keys"}  # `plain` is not sensitive: the var-file's
+    out, lines = _run(template, {**secrets.env, "PKR_VAR_plain": value}, secrets.values)
+    assert out.returncode == 0, out.errors
+    for name, want in {"token": value, "env": value, "password": value, "key": value + "k2-" + value}.items():
+        assert (template.parent / f"{name}.out").read_bytes() == want.encode(), name
+    assert (template.parent / "plain.out").read_bytes() == value.encode()
+    text = "\n".join(lines + out.errors)
+    assert "token=" + REDACTED in text
+    assert [n for n, form in independent_forms(value).items() if form in text] == []
+
+
+def test_a_var_file_packer_quotes_is_masked(template, tmp_path):
+    # packer quotes a rejected var-file's line; the build keeps secrets out of it, and the runner
+    # masks whatever it quotes anyway.
+    value = TRICKY[0]
+    var_file = tmp_path / "v.json"
+    var_file.write_text(json.dumps({"count": "not-a-number", "token": value}))
+    out, lines = _run(template, {}, [value], [f"-var-file={var_file}"])
+    assert out.returncode == 1
+    text = "\n".join(lines + out.errors)
+    assert '"count": "not-a-number"' in text and REDACTED in text
+    assert [n for n, form in independent_forms(value).items() if form in text] == []
+
+
+def test_a_wrong_type_from_the_environment_is_refused_by_packer_without_its_value(template):
+    # Measured: for a PKR_VAR_ packer says "(source code not available)", never the value.
+    out, lines = _run(template, {"PKR_VAR_env": "not-a-map-SECRETVALUE", "PKR_VAR_count": "SECRETCOUNT"})
+    assert out.returncode == 1
+    text = "\n".join(lines + out.errors)
+    assert "source code not available" in text and "SECRET" not in text
+
+
+@pytest.mark.parametrize("raw, problem", [
+    ("not json SECRETVALUE", "not JSON"),
+    ('["SECRETVALUE"]', "is a JSON array, not a JSON object"),
+    ('{"K": {"n": "SECRETVALUE"}}', "the value['K'] is a JSON object, not a string"),
+    ('{"K": null}', "not a string"),
+])
+def test_a_map_secret_not_json_of_its_type_is_refused_naming_no_value(template, raw, problem):
+    with pytest.raises(secretsmod.SecretError) as err:
+        secretsmod.for_image("img", _image(secrets={"env": "ENV_JSON"}), declared_variables(template), {"ENV_JSON": raw})
+    message = str(err.value)
+    assert "image 'img', field 'secrets.env': environment variable ENV_JSON" in message
+    assert "map(string)" in message and problem in message, message
+    assert "SECRETVALUE" not in message
+
+
+def test_missing_env_and_untyped_non_string_are_refused(template):
+    declared = declared_variables(template)
+    with pytest.raises(secretsmod.SecretError, match="environment variable NOPE is not set"):
+        secretsmod.for_image("img", _image(secrets={"token": "NOPE"}), declared, {})
+    declared = {**declared, "plain": declared["plain"].__class__("plain", True, True, "any")}
+    with pytest.raises(secretsmod.SecretError, match="declare its type"):
+        secretsmod.for_image("img", _image(variables={"plain": {"a": "b"}}), declared, {})
