@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import botocore.exceptions
 import dagster as dg
@@ -50,9 +51,20 @@ def cli_json(catalog, instance, *args):
 
 
 def change_global_content(catalog, note: str) -> None:
-    """A new commit-equivalent of global-linux's inputs: its fingerprint changes, nothing else does."""
-    with (catalog.root_dir / "packer" / "ansible" / "global.yml").open("a") as handle:
-        handle.write(f"# {note}\n")
+    """A new release of global-linux's playbook: a commit and the next tag on ansible-roles (which
+    global-linux reads its content from), as an image repo's CI would push it."""
+    import tempfile
+
+    from image_assets import demo
+    url = catalog.repos["ansible-roles"].url
+    with tempfile.TemporaryDirectory() as tmp:
+        demo.git("clone", "-q", url, tmp)
+        with (Path(tmp) / "global.yml").open("a") as handle:
+            handle.write(f"# {note}\n")
+        count = len(demo.git("tag", "--list", "v*", cwd=Path(tmp)).split())
+        demo.git("commit", "-qam", note, cwd=Path(tmp))
+        demo.git("tag", "-a", f"v1.{count}.0", "-m", note, cwd=Path(tmp))
+        demo.git("push", "-q", "origin", "HEAD:main", f"v1.{count}.0", cwd=Path(tmp))
 
 
 def ids(instance, names):
