@@ -14,7 +14,9 @@ import yaml
 from conftest import PROJECT, materialize, sandbox_inventory, write_demo_catalog
 from faultkit import IMAGE, cli_env, run_cli
 
+from image_assets.assets import image_assets
 from image_assets.catalog import load_catalog
+from image_assets.packer import PackerCli
 
 TEMPLATE = Path(__file__).resolve().parent / "secrets_template"
 
@@ -87,7 +89,7 @@ def write_secrets_catalog(dest: Path, variables: dict, secrets: dict[str, str], 
     return path
 
 
-def test_secrets_leak_nowhere_in_success_and_failures(tmp_path, work_dir):
+def test_secrets_leak_nowhere_in_success_and_failures(tmp_path, work_dir, monkeypatch, capfd):
     secrets = {kind: secret(kind) for kind in ("token", "pip", "password", "key1", "key2", "aws")}
     variables = {"db_password": secrets["password"], "keys": [secrets["key1"], secrets["key2"]]}
     env = {"SECRETS_API_TOKEN": secrets["token"], "SECRETS_PIP_JSON": json.dumps({"PIP_TOKEN": secrets["pip"]}),
@@ -98,29 +100,40 @@ def test_secrets_leak_nowhere_in_success_and_failures(tmp_path, work_dir):
     def run(label: str, extra: dict, edit_template=None):
         catalog = write_secrets_catalog(tmp_path / label, {**variables, **extra}, from_env, edit_template)
         proc = run_cli("*" if label == "ok" else IMAGE, cli_env(home, catalog, **env))
-        return proc, proc.stdout + proc.stderr
+        return proc, proc.stdout + proc.stderr, catalog
 
-    ok, ok_out = run("ok", {})
+    ok, ok_out, _ = run("ok", {})
     assert ok.returncode == 0, ok_out[-4000:]
     # The provisioner printed each secret, one line at a time; each line reached the output masked.
     for label in ("token", "password", "env", "key"):
         assert f"{label}=<redacted>" in ok_out, label
 
-    failed, failed_out = run("provisioner-fails", {"exit_code": 3})
+    failed, failed_out, _ = run("provisioner-fails", {"exit_code": 3})
     assert failed.returncode != 0
     assert "failed to log in with <redacted>" in failed_out
 
     # packer refuses a var-file value of the wrong type by quoting the var-file's (only) line: here
     # the template declares an injected variable (no catalog check sees it) with another type.
-    refused, refused_out = run("varfile-refused", {}, lambda hcl: hcl.replace(
+    refused, refused_out, refused_catalog = run("varfile-refused", {}, lambda hcl: hcl.replace(
         'variable "sandbox_endpoint" { type = string }', 'variable "sandbox_endpoint" { type = number }'))
     assert refused.returncode != 0
     assert '"sandbox_endpoint": "http://127.0.0.1:' in refused_out, refused_out[-4000:]
+    # A failed build records no checks: run them alone (the UI's "Execute checks") in the same
+    # instance; template_valid's packer validate is refused the same way.
+    with monkeypatch.context() as patched:
+        for key, value in env.items():
+            patched.setenv(key, value)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            dg.materialize(image_assets(load_catalog(refused_catalog)), instance=instance,
+                           selection=dg.AssetSelection.checks_for_assets(IMAGE), resources={"packer": PackerCli()})
+    checks_out = capfd.readouterr()
 
     for proc in (ok, failed, refused):
         assert leaks(proc.stdout, secrets) == [] and leaks(proc.stderr, secrets) == []
+    assert leaks(checks_out.out + checks_out.err, secrets) == []
     records = check_records(home)
-    assert any("template_valid" in r for r in records)
+    # packer validate in template_valid quoted its var-file (sensitive variables in it), masked.
+    assert any("template_valid" in r and "sandbox_endpoint" in r and "<redacted>" in r for r in records), records
     assert [leak for r in records for leak in leaks(r, secrets)] == []
     assert tree_leaks(home, secrets) == []
     assert tree_leaks(work_dir, secrets) == [] if work_dir.exists() else True

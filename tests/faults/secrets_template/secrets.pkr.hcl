@@ -47,6 +47,7 @@ source "amazon-ebs" "sandbox" {
   skip_region_validation     = true
   tags                       = var.tags
   run_tags                   = var.tags
+  run_volume_tags            = var.tags
   snapshot_tags              = var.tags
 }
 
