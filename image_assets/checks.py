@@ -25,6 +25,7 @@ import dagster as dg
 
 from image_assets import build as buildmod
 from image_assets import gitrepos, lineage, template_check, templates
+from image_assets import secrets as secretsmod
 from image_assets.catalog import Catalog
 from image_assets.cloud import MANAGED_BY, CloudError, connect, tags_of
 from image_assets.packer import PackerCli, PackerError, Redactor, resolve_binary
@@ -124,45 +125,29 @@ def up_to_date(catalog: Catalog, name: str, chain: list[lineage.Link], current: 
 # --- template_valid ---------------------------------------------------------------------------
 
 
-def _run_packer(cli: PackerCli, args: list[str], cwd: Path, redact: Redactor) -> tuple[int, str]:
-    """One packer call through the project's runner; its human output, redacted."""
-    lines: list[str] = []
+def _run_packer(cli: PackerCli, args: list[str], cwd: Path, env: dict, redact: Redactor) -> tuple[int, str]:
+    """One packer call through the project's runner; its human output, masked."""
     try:
-        out = cli.run(args, cwd=cwd, env={**os.environ, "CHECKPOINT_DISABLE": "1"}, redact=redact, echo=lines.append)
+        out = cli.run(args, cwd=cwd, env={**os.environ, "CHECKPOINT_DISABLE": "1", **env}, redact=redact,
+                      echo=lambda _: None)
     except (PackerError, OSError) as exc:
         return -1, redact(str(exc))
-    text = "\n".join(lines)
-    text += "".join(f"\n{e}" for e in out.errors if e not in text)
+    text = out.output + "".join(f"\n{e}" for e in out.errors if e not in out.output)
     return out.returncode, redact(text).strip()
 
 
-def _leaves(value) -> list[str]:
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _leaves(v)]
-    if isinstance(value, (list, tuple)):
-        return [s for v in value for s in _leaves(v)]
-    return [str(value)]
-
-
-def redactor(catalog: Catalog, name: str, declared: dict) -> Redactor:
-    """Masks each leaf of the catalog variables the template declares sensitive, and cloud
-    credentials; catalog secrets are never read here (their placeholders are no secret)."""
-    image = catalog.images[name]
-    sensitive = [s for k, v in image.variables.items() if k in declared and declared[k].sensitive for s in _leaves(v)]
-    credentials = [v for k, v in os.environ.items() if k in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN") and v]
-    return Redactor([*sensitive, *credentials])
-
-
 def _placeholder_vars(catalog: Catalog, name: str, declared: dict, dirs: dict) -> dict:
-    """Catalog variables, placeholders for what the build injects (and for secrets), and the
-    input and content directories (they must exist: packer validate stats provisioner files)."""
+    """The var-file: catalog variables but the sensitive ones (they go in the environment, as in
+    the build), placeholders for what the build injects and for secrets, and the input and
+    content directories (they must exist: packer validate stats provisioner files)."""
     image = catalog.images[name]
     injected = {"image_name": name, "image_version": "0.0.0", "source_image_id": "ami-00000000",
                 "region": catalog.defaults.region, "tags": {"ManagedBy": MANAGED_BY},
                 "sandbox_endpoint": "http://127.0.0.1:1", **dirs}
     secrets = {k: _PLACEHOLDERS.get(declared[k].type.partition("(")[0], "placeholder") if k in declared else "placeholder"
                for k in image.secrets}
-    return {**{k: v for k, v in injected.items() if k in declared}, **image.variables, **secrets}
+    variables = {k: v for k, v in image.variables.items() if not (k in declared and declared[k].sensitive)}
+    return {**{k: v for k, v in injected.items() if k in declared}, **variables, **secrets}
 
 
 # A placeholder for a secret, by the kind of its declared type (a string otherwise).
@@ -179,19 +164,22 @@ def validate_template(cli: PackerCli, catalog: Catalog, name: str, template_dir:
                 for f in template_check.check(template_dir, catalog.target, catalog.images[name], cli.version())]
     with tempfile.TemporaryDirectory(prefix="image-assets-validate-") as tmp:
         commands = [["validate", "-syntax-only"], ["fmt", "-check", "-diff"]]
+        unreadable = None
         try:
             declared = templates.declared_variables(template_dir)
         except (templates.TemplateError, OSError) as exc:  # packer's syntax check says the same in its words
             declared, unreadable = {}, str(exc)
-        else:
+        # Sensitive catalog variables and cloud credentials; catalog secrets are never read here.
+        sensitive = secretsmod.sensitive_variables(name, catalog.images[name], declared)
+        redact = Redactor(sensitive.values)
+        if not unreadable:
             var_file = Path(tmp) / "variables.pkrvars.json"
             dirs = {**(dirs or {}), "manifest_path": str(Path(tmp) / "manifest.json")}
             var_file.write_text(json.dumps(_placeholder_vars(catalog, name, declared, dirs)))
             commands.append(["validate", f"-only={buildmod.SOURCES.get(catalog.target, '')}", f"-var-file={var_file}"])
-            unreadable = None
-        redact = redactor(catalog, name, declared)
         with ThreadPoolExecutor(max_workers=len(commands)) as pool:
-            results = list(pool.map(lambda args: _run_packer(cli, [*args, str(template_dir)], Path(tmp), redact), commands))
+            results = list(pool.map(lambda args: _run_packer(cli, [*args, str(template_dir)], Path(tmp), sensitive.env,
+                                                             redact), commands))
     steps = [{"command": "packer " + " ".join(args), "exit_code": code, "output": output[-OUTPUT_LIMIT:]}
              for args, (code, output) in zip(commands, results)]
     if steps[0]["exit_code"] != 0:
@@ -228,7 +216,8 @@ def template_valid(cli: PackerCli, catalog: Catalog, name: str, meta: dict | Non
                         "content_dirs": {k: str(p) for k, p in resolved.content_dirs.items()}}
                 _validated[key] = validate_template(cli, catalog, name, resolved.template_dir, dirs)
         steps, findings = _validated[key]
-    except (buildmod.BuildError, gitrepos.GitError, templates.TemplateError, PackerError, OSError, ValueError) as exc:
+    except (buildmod.BuildError, gitrepos.GitError, templates.TemplateError, secretsmod.SecretError, PackerError,
+            OSError, ValueError) as exc:
         return _result(name, TEMPLATE, False, f"template {image.template}: {exc}")
     problems = []
     for step in (s for s in steps if s["exit_code"] != 0):
