@@ -128,8 +128,7 @@ def _from_json(raw: str, hcl_type: str, where: str):
 
 def _example(hcl_type: str) -> str:
     kind = _COLLECTION.match(hcl_type)
-    return {"map": '\'{"NAME": "value"}\'', "object": '\'{"attribute": "value"}\'',
-            "list": '\'["value"]\'', "set": '\'["value"]\'', "tuple": '\'["value"]\''}[kind.group(1)] if kind else "'\"value\"'"
+    return '\'{"NAME": "value"}\'' if kind and kind.group(1) in ("map", "object") else '\'["value"]\''
 
 
 def _kind(value) -> str:
