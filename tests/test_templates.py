@@ -43,6 +43,14 @@ def packer(*args, cwd=None):
                           cwd=cwd, env=env)
 
 
+def content_dirs(os_family: str) -> dict[str, str]:
+    """The demo catalog's content for an OS family, as the build injects it."""
+    dirs = {"scripts": str(PACKER_DIR / "scripts" / os_family), "check": str(CONTENT_CHECK)}
+    if os_family == "linux":
+        dirs["ansible"] = str(PACKER_DIR / "ansible")
+    return dirs
+
+
 def var_file(tmp_path, template_dir, **extra) -> Path:
     cloud = template_dir.parent.name
     values = {
@@ -52,6 +60,7 @@ def var_file(tmp_path, template_dir, **extra) -> Path:
         "region": {"aws": "us-east-1", "azure": "westeurope", "gcp": "europe-west1"}[cloud],
         "tags": {"ManagedBy": "image-assets", "ImageName": "global-linux", "GitRefs": "roles->v1.0@abc1234"},
         "sandbox_endpoint": "http://127.0.0.1:5055",
+        "content_dirs": content_dirs(template_dir.name),
         **CLOUD_VARS[cloud],
         **extra,
     }
@@ -155,8 +164,8 @@ def test_declares_the_injected_and_layer_variables(template_dir):
 
 
 def content_check(os_family, playbook="", scripts=(), packer_dir=PACKER_DIR):
-    env = dict(os.environ, PACKER_DIR=str(packer_dir), OS_FAMILY=os_family, PLAYBOOK=playbook,
-               SCRIPTS=" ".join(scripts), HELPERS="")
+    env = dict(os.environ, SCRIPTS_DIR=str(packer_dir / "scripts" / os_family), ANSIBLE_DIR=str(packer_dir / "ansible"),
+               OS_FAMILY=os_family, PLAYBOOK=playbook, SCRIPTS=" ".join(scripts), HELPERS="")
     return subprocess.run(["sh", str(CONTENT_CHECK)], capture_output=True, text=True, env=env, timeout=60)
 
 
