@@ -403,7 +403,10 @@ def check_variables(path: Path, name: str, img: Image, template_dir: Path) -> No
                      for var in keys if var not in declared]
     for var, value in img.variables.items():
         mismatch = var in declared and type_mismatch(value, declared[var].type)
-        if mismatch:
+        if mismatch and declared[var].sensitive:  # never quote a sensitive value
+            problems.append((f"variables.{var}", f"the template declares {var!r} as {declared[var].type} (sensitive); "
+                                                 "the catalog's value does not fit that type"))
+        elif mismatch:
             problems.append((f"variables.{var}", f"the template declares {var!r} as {declared[var].type}: {var}{mismatch}"))
     for var in img.secrets:
         kind = declared[var].type.partition("(")[0] if var in declared else "string"
@@ -415,6 +418,10 @@ def check_variables(path: Path, name: str, img: Image, template_dir: Path) -> No
     if required:
         problems.append(("variables", f"template {template_dir} requires {', '.join(map(repr, required))} "
                                       "(no default): set them under variables or secrets"))
+    missing = sorted(templates.content_names(template_dir) - set(img.content))
+    if missing:
+        problems.append(("content", f"template {template_dir} reads {', '.join(map(repr, missing))} from "
+                                    "var.content_dirs: name where each comes from under content (a path or '<repo>:<path>')"))
     if problems:
         field, msg = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

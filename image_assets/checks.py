@@ -37,8 +37,9 @@ NOT_REVOKED = "not_revoked"
 TEMPLATE = "template_valid"
 UP_TO_DATE = "up_to_date"
 CHECKS = (EXISTS, TAGS, NOT_REVOKED, TEMPLATE, UP_TO_DATE)
-REQUIRED_TAGS = ("ManagedBy", "ImageName", "ImageLayer", "ImageVersion", "ParentImageId", "RootImageId",
-                 "Fingerprint", "GitRefs", "DagsterRunId")
+REQUIRED_TAGS = ("ManagedBy", "Deployment", "ImageName", "ImageLayer", "ImageVersion", "ParentImageId",
+                 "RootImageId", "Fingerprint", "GitRefs", "DagsterRunId")
+PACKER_TIMEOUT = 120  # seconds for one packer validate/fmt; a hung one fails the check instead of the step
 OUTPUT_LIMIT = 2000  # characters of packer output kept in check metadata
 
 _DESCRIPTIONS = {
@@ -77,7 +78,8 @@ def exists_and_available(name: str, image_id: str, image: dict | None, where: st
 def expected_tags(catalog: Catalog, name: str, meta: dict) -> dict[str, str | None]:
     """Tag -> the value the materialization implies (None: must be present, value not recorded)."""
     return {
-        "ManagedBy": MANAGED_BY, "ImageName": name, "ImageLayer": catalog.images[name].layer.value,
+        "ManagedBy": MANAGED_BY, "Deployment": catalog.deployment, "ImageName": name,
+        "ImageLayer": catalog.images[name].layer.value,
         "ImageVersion": meta.get("image_version"), "ParentImageId": meta.get("parent_image_id"),
         "RootImageId": meta.get("root_image_id"), "Fingerprint": meta.get("fingerprint"),
         "GitRefs": None, "DagsterRunId": None,  # a reused image keeps the run and tag names of its build
@@ -97,10 +99,14 @@ def tags_complete(catalog: Catalog, name: str, meta: dict, image: dict | None) -
     wrong = {k: f"tag {tags[k]!r} != materialization {want!r}"
              for k, want in expected_tags(catalog, name, meta).items()
              if want is not None and tags.get(k) and tags[k] != want}
-    # git refs: the commits must match; tag names may differ on a reused image (same commits).
-    meta_commits = {repo: str(ref).rpartition("@")[2] for repo, ref in (meta.get("git_refs") or {}).items()}
-    if tags.get("GitRefs") and "git_refs" in meta and _commits_from_tag(tags["GitRefs"]) != meta_commits:
-        wrong["GitRefs"] = f"tag {tags['GitRefs']!r} != materialization {meta.get('git_refs')!r}"
+    # git refs: the commits must match (tag names may differ); a digest tag must match exactly.
+    meta_refs = meta.get("git_refs") or {}
+    meta_commits = {repo: str(ref).rpartition("@")[2] for repo, ref in meta_refs.items()}
+    if tags.get("GitRefs") and "git_refs" in meta:
+        own = buildmod.git_refs_from_tag(tags["GitRefs"])
+        if (own is None and tags["GitRefs"] != buildmod.git_refs_tag(meta_refs)) or \
+                (own is not None and _commits_from_tag(tags["GitRefs"]) != meta_commits):
+            wrong["GitRefs"] = f"tag {tags['GitRefs']!r} != materialization {meta_refs!r}"
     problems = [f"missing {k}" for k in missing] + [f"{k}: {v}" for k, v in wrong.items()]
     return _result(name, TAGS, not problems, "; ".join(problems) or f"all {len(REQUIRED_TAGS)} tags match",
                    missing=missing, mismatched=sorted(wrong))
@@ -129,7 +135,7 @@ def _run_packer(cli: PackerCli, args: list[str], cwd: Path, env: dict, redact: R
     """One packer call through the project's runner; its human output, masked."""
     try:
         out = cli.run(args, cwd=cwd, env={**os.environ, "CHECKPOINT_DISABLE": "1", **env}, redact=redact,
-                      echo=lambda _: None)
+                      echo=lambda _: None, timeout=PACKER_TIMEOUT)
     except (PackerError, OSError) as exc:
         return -1, redact(str(exc))
     text = out.output + "".join(f"\n{e}" for e in out.errors if e not in out.output)

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -174,10 +175,11 @@ class PackerCli(dg.ConfigurableResource):
         return packer_version(resolve_binary(self.binary))
 
     def run(self, args: list[str], cwd: Path, env: dict[str, str], redact: Redactor, echo=None,
-            on_start=None) -> BuildOutput:
+            on_start=None, timeout: float | None = None) -> BuildOutput:
         """Run `packer <args> -machine-readable` to its end: echo masked human lines, collect results.
-        `on_start(pgid)` is told packer's process group as soon as it runs (the build lock records it)."""
-        return PackerRun(self, args, cwd, env, redact, echo, on_start).start().wait()
+        `on_start(pgid)` is told packer's process group as soon as it runs (the build lock records it);
+        after `timeout` seconds packer is interrupted as on a cancel (for reads like validate)."""
+        return PackerRun(self, args, cwd, env, redact, echo, on_start, timeout).start().wait()
 
 
 class PackerRun:
@@ -186,8 +188,9 @@ class PackerRun:
     then the human text after unescaping (the raw forms), then the collected errors."""
 
     def __init__(self, cli: PackerCli, args: list[str], cwd: Path, env: dict[str, str], redact: Redactor,
-                 echo=None, on_start=None):
+                 echo=None, on_start=None, timeout: float | None = None):
         self.cli, self.args, self.cwd, self.env, self.redact = cli, args, cwd, env, redact
+        self.timeout, self.timed_out = timeout, False
         self.echo = echo or (lambda text: print(text, flush=True))
         self.on_start = on_start
         self.out = BuildOutput()
@@ -216,18 +219,38 @@ class PackerRun:
 
     def wait(self) -> BuildOutput:
         """Stream to `echo` until packer exits; on an interrupt let packer clean up first."""
+        timer = threading.Timer(self.timeout, self._expire) if self.timeout else None
+        if timer:
+            timer.daemon = True
+            timer.start()
         try:
             for human in self.stream():
                 self.echo(human)
             self.out.returncode = self.proc.wait()
+            if self.timed_out:
+                self.out.errors.append(f"packer {self.args[0]} did not finish within {self.timeout:.0f}s: interrupted")
         except BaseException:
             # Dagster's interrupt (cancel/terminate) or anything else.
             self.interrupt()
             raise
         finally:
+            if timer:
+                timer.cancel()
             self.out.seconds = time.monotonic() - self._started
             self.out.errors = [self.redact(e) for e in self.out.errors]
         return self.out
+
+    def _expire(self) -> None:
+        """The timeout (a timer thread): SIGINT as on a cancel, SIGKILL if packer outlives its cleanup."""
+        if self.proc.poll() is None:
+            self.timed_out = True
+            try:
+                os.killpg(self.proc.pid, signal.SIGINT)
+                self.proc.wait(timeout=self.cli.cleanup_timeout_seconds)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def interrupt(self) -> None:
         proc, echo, timeout = self.proc, self.echo, self.cli.cleanup_timeout_seconds

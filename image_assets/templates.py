@@ -116,3 +116,12 @@ def content_digest(path: Path) -> str:
         digest.update(file.read_bytes())
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+_CONTENT_INDEX = re.compile(r'var\.content_dirs\[\s*"([^"]+)"\s*\]')
+
+
+def content_names(template_dir: Path) -> set[str]:
+    """Content names the template requires (`var.content_dirs["name"]`); a `lookup` is optional."""
+    return {m for path in template_files(Path(template_dir)) for m in _CONTENT_INDEX.findall(path.read_text())}
+

@@ -321,3 +321,23 @@ def test_definitions_load_with_a_broken_template(write, tmp_path):
                           env={**os.environ, "IMAGE_ASSETS_CATALOG": str(path)}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "'svc'" in done.stdout and "'global-linux'" in done.stdout
+
+
+def test_content_the_template_reads_must_be_named(tmp_path):
+    """A template that reads var.content_dirs["scripts"] gets it from the catalog or the catalog
+    does not load: never packer's "Invalid index" at build time."""
+    from conftest import write_demo_catalog
+
+    def edit(doc):
+        doc["images"]["service-sshd-banner"]["content"] = {"scripts": "packer/scripts/linux"}
+    message = error_of(write_demo_catalog(tmp_path / "p", edit))
+    assert "image 'service-sshd-banner', field 'content'" in message and "'check'" in message
+    assert "'scripts'" not in message.split("reads", 1)[1].split("from")[0]
+
+
+def test_a_sensitive_value_of_the_wrong_type_is_not_quoted(write, tmp_path):
+    (tmp_path / "tpl" / "linux" / "secret.pkr.hcl").write_text(
+        'variable "db_password" {\n  type      = string\n  sensitive = true\n  default   = ""\n}\n')
+    message = error_of(write(GOOD.replace("{playbook: cis.yml}", "{playbook: cis.yml, db_password: 987654321}")))
+    assert "field 'variables.db_password'" in message and "sensitive" in message
+    assert "987654321" not in message

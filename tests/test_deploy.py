@@ -28,6 +28,9 @@ images:
     layer: global
     parent: al2023
     template: {PROJECT / "packer" / "aws" / "linux"}
+    content:
+      scripts: {PROJECT / "packer" / "scripts" / "linux"}
+      check: {PROJECT / "packer" / "scripts" / "content-check.sh"}
     variables: {{scripts: [sshd-banner.sh]}}
 """
 

@@ -177,3 +177,18 @@ def test_missing_env_and_untyped_non_string_are_refused(template):
     declared = {**declared, "plain": declared["plain"].__class__("plain", True, True, "any")}
     with pytest.raises(secretsmod.SecretError, match="declare its type"):
         secretsmod.for_image("img", _image(variables={"plain": {"a": "b"}}), declared, {})
+
+
+def test_a_hung_packer_call_is_stopped_by_its_timeout(tmp_path):
+    """A packer read that hangs (a provisioner that never returns) ends at the runner's timeout."""
+    import time as _time
+
+    from image_assets.packer import PackerCli, Redactor
+    (tmp_path / "hang.pkr.hcl").write_text(
+        'source "null" "x" {\n  communicator = "none"\n}\n\nbuild {\n  sources = ["source.null.x"]\n\n'
+        '  provisioner "shell-local" {\n    inline = ["sleep 300"]\n  }\n}\n')
+    started = _time.monotonic()
+    out = PackerCli().run(["build", str(tmp_path)], cwd=tmp_path, env=dict(os.environ, CHECKPOINT_DISABLE="1"),
+                          redact=Redactor(), echo=lambda _: None, timeout=3)
+    assert _time.monotonic() - started < 60
+    assert out.returncode != 0 and any("did not finish within 3s" in e for e in out.errors)

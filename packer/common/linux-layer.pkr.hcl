@@ -33,10 +33,10 @@ locals {
   # Provisioning content reaches the template through var.content_dirs (the catalog's `content`
   # field), never through where the template sits, so a copied template directory builds the same.
   # Names: scripts (shell scripts and helpers), ansible (playbooks and roles; needed only when a
-  # playbook is set), check (the sandbox content check).
-  scripts_dir   = var.content_dirs["scripts"]
-  ansible_dir   = var.playbook == "" ? "" : var.content_dirs["ansible"]
-  content_check = lookup(var.content_dirs, "check", "")
+  # playbook is set); the aws template's sandbox source also reads check (the content check).
+  scripts_dir = var.content_dirs["scripts"]
+  # Optional (only a playbook reads it): without it a playbook fails on a path that says why.
+  ansible_dir = lookup(var.content_dirs, "ansible", "/no-ansible-in-the-image-content")
   # Every input repo that is not the ansible content (e.g. a service's code) is copied to
   # /tmp/inputs/<repo> for the playbooks.
   other_inputs = { for k, v in var.input_dirs : k => v if v != local.ansible_dir }

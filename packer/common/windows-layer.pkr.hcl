@@ -21,9 +21,9 @@ variable "secret_env" {
 
 locals {
   # Provisioning content reaches the template through var.content_dirs (the catalog's `content`
-  # field), never through where the template sits. Names: scripts, check (the sandbox content check).
-  scripts_dir   = var.content_dirs["scripts"]
-  content_check = lookup(var.content_dirs, "check", "")
-  secret_env    = [for k, v in var.secret_env : "${k}=${v}"]
-  build_env     = ["IMAGE_NAME=${var.image_name}", "IMAGE_VERSION=${var.image_version}", "SOURCE_IMAGE_ID=${var.source_image_id}"]
+  # field), never through where the template sits. Names: scripts; the aws template's sandbox source
+  # also reads check (the content check).
+  scripts_dir = var.content_dirs["scripts"]
+  secret_env  = [for k, v in var.secret_env : "${k}=${v}"]
+  build_env   = ["IMAGE_NAME=${var.image_name}", "IMAGE_VERSION=${var.image_version}", "SOURCE_IMAGE_ID=${var.source_image_id}"]
 }

@@ -5,7 +5,7 @@ build {
   # scripts exist and are well-formed, and prints what the aws source would run.
   provisioner "shell-local" {
     only   = ["amazon-ebs.sandbox"]
-    script = local.content_check
+    script = var.content_dirs["check"]
     environment_vars = [
       "SCRIPTS_DIR=${local.scripts_dir}",
       "ANSIBLE_DIR=${local.ansible_dir}",
