@@ -20,7 +20,11 @@ REQUIRED_METADATA = ["image_id", "region", "parent_image_id", "root_image_id", "
 
 
 def test_demo_tree_through_the_cli_then_reused(tmp_path, work_dir, cloud):
-    catalog_path = write_demo_catalog(tmp_path / "project")
+    # A deployment of its own: images other tests built in the session sandbox from equal inputs
+    # (the Windows images have no git inputs) are another deployment's, never reused here.
+    def own_deployment(doc):
+        doc["defaults"]["deployment"] = f"test-{tmp_path.name}"
+    catalog_path = write_demo_catalog(tmp_path / "project", own_deployment)
     home = tmp_path / "home"
     home.mkdir()
     env = {**os.environ, "DAGSTER_HOME": str(home), "IMAGE_ASSETS_CATALOG": str(catalog_path)}
