@@ -22,6 +22,18 @@ variable "scripts" {
   }
 }
 
+variable "playbook_vars" {
+  type        = map(string)
+  default     = {}
+  description = "Extra variables for the playbook (ansible-playbook --extra-vars), e.g. a role's package source."
+}
+
+variable "build_ca_bundle" {
+  type        = string
+  default     = ""
+  description = "PEM bundle on the build host trusted during the build only (e.g. a host's /etc/ssl/certs/ca-certificates.crt with its local CAs for an HTTPS proxy); finalize.sh removes it, so it never ships."
+}
+
 variable "secret_env" {
   type        = map(string)
   default     = {}
@@ -42,5 +54,9 @@ locals {
   other_inputs = { for k, v in var.input_dirs : k => v if v != local.ansible_dir }
   playbooks    = var.playbook == "" ? [] : [var.playbook]
   secret_env   = [for k, v in var.secret_env : "${k}=${v}"]
-  build_env    = ["IMAGE_NAME=${var.image_name}", "IMAGE_VERSION=${var.image_version}", "SOURCE_IMAGE_ID=${var.source_image_id}"]
+  # The build CA bundle is uploaded to ca_file and named for OpenSSL, pip and requests.
+  ca_file   = "/tmp/image-assets-build-ca.pem"
+  ca_upload = var.build_ca_bundle == "" ? [] : [var.build_ca_bundle]
+  ca_env    = var.build_ca_bundle == "" ? [] : ["SSL_CERT_FILE=${local.ca_file}", "PIP_CERT=${local.ca_file}", "REQUESTS_CA_BUNDLE=${local.ca_file}"]
+  build_env = concat(["IMAGE_NAME=${var.image_name}", "IMAGE_VERSION=${var.image_version}", "SOURCE_IMAGE_ID=${var.source_image_id}"], local.ca_env)
 }

@@ -23,6 +23,17 @@ build {
     inline = concat(["mkdir -p /tmp/ansible"], [for k, v in local.other_inputs : "mkdir -p /tmp/inputs/${k}"])
   }
 
+  # The build's CA bundle (var.build_ca_bundle), for HTTPS through a proxy; finalize.sh removes it.
+  dynamic "provisioner" {
+    for_each = local.ca_upload
+    labels   = ["file"]
+    content {
+      only        = ["amazon-ebs.aws", "docker.local"]
+      source      = provisioner.value
+      destination = local.ca_file
+    }
+  }
+
   dynamic "provisioner" {
     for_each = local.playbooks
     labels   = ["file"]
@@ -49,7 +60,7 @@ build {
     content {
       only             = ["amazon-ebs.aws", "docker.local"]
       script           = "${local.scripts_dir}/run-ansible.sh"
-      environment_vars = concat(local.secret_env, ["PLAYBOOK=${provisioner.value}", "ANSIBLE_DIR=/tmp/ansible"])
+      environment_vars = concat(local.secret_env, local.ca_env, ["PLAYBOOK=${provisioner.value}", "ANSIBLE_DIR=/tmp/ansible", "PLAYBOOK_VARS=${jsonencode(var.playbook_vars)}"])
       use_env_var_file = true
       execute_command  = local.execute_command
     }

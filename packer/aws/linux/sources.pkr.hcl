@@ -37,17 +37,23 @@ source "amazon-ebs" "sandbox" {
 }
 
 # Local docker: commits a container image from the parent image, running the real content.
-# A parent built here is a local image id (sha256:...), which must not be pulled.
+# Every parent is an image in the local daemon (a vendor image present there, or a layer's image id,
+# packer's artifact id), and no registry is reachable: never pull.
 source "docker" "local" {
   image  = var.source_image_id
-  pull   = substr(var.source_image_id, 0, 7) != "sha256:"
+  pull   = false
   commit = true
+  # packer's default run arguments plus the host's network (the daemon runs with --bridge=none, so
+  # containers have no network of their own); never --privileged (sysctl would reach the host's kernel).
+  run_command = ["-d", "-i", "-t", "--network=host", "--entrypoint=/bin/sh", "--", "{{.Image}}"]
   changes = concat(
     [for k, v in var.tags : "LABEL ${k}=${jsonencode(v)}"],
     [
       "LABEL org.opencontainers.image.title=${jsonencode(var.image_name)}",
       "LABEL org.opencontainers.image.version=${jsonencode(var.image_version)}",
-      "ENTRYPOINT []",
+      "LABEL org.opencontainers.image.description=${jsonencode("${var.image_name} ${var.image_version} (image-assets local)")}",
+      # `ENTRYPOINT []` keeps packer's --entrypoint=/bin/sh; [""] clears it, so `docker run IMAGE CMD` runs CMD.
+      "ENTRYPOINT [\"\"]",
       "CMD [\"/bin/bash\"]",
     ],
   )

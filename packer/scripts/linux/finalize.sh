@@ -5,7 +5,9 @@ set -eu
 mkdir -p /etc/image-assets
 printf '%s %s %s\n' "${IMAGE_NAME:?}" "${IMAGE_VERSION:?}" "${SOURCE_IMAGE_ID:-}" >> /etc/image-assets/layers
 
-rm -rf /opt/image-assets/ansible /tmp/ansible
+rm -rf /opt/image-assets/ansible /tmp/ansible /tmp/inputs
+# The build's CA bundle (template variable build_ca_bundle) never ships.
+rm -f /tmp/image-assets-build-ca.pem
 rmdir /opt/image-assets 2>/dev/null || true
 if command -v dnf >/dev/null 2>&1; then
   dnf -q clean all

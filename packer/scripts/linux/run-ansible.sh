@@ -2,9 +2,11 @@
 # Runs one playbook from packer/ansible (uploaded to $ANSIBLE_DIR) against this machine.
 # ansible-core lives in a throwaway venv that finalize.sh removes; pip honours PIP_INDEX_URL
 # and friends from the template's secret_env, and so do the roles (same environment).
+# PLAYBOOK_VARS: a JSON object of extra variables for the playbook (the template's playbook_vars).
 set -eu
 : "${PLAYBOOK:?}" "${ANSIBLE_DIR:=/tmp/ansible}"
 VENV=/opt/image-assets/ansible
+[ -n "${PLAYBOOK_VARS:-}" ] || PLAYBOOK_VARS='{}'
 
 if command -v dnf >/dev/null 2>&1; then
   dnf -y -q install python3 python3-pip
@@ -20,4 +22,4 @@ fi
 
 cd "$ANSIBLE_DIR"
 exec "$VENV/bin/ansible-playbook" --connection=local --inventory=localhost, \
-  --extra-vars=ansible_python_interpreter=/usr/bin/python3 "$PLAYBOOK"
+  --extra-vars=ansible_python_interpreter=/usr/bin/python3 --extra-vars="$PLAYBOOK_VARS" "$PLAYBOOK"
