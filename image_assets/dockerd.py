@@ -109,8 +109,9 @@ def start() -> bool:
     with _locked():
         if is_running():
             return False
-        dockerd = shutil.which("dockerd") or ("/usr/sbin/dockerd" if os.access("/usr/sbin/dockerd", os.X_OK) else None)
-        if dockerd is None:
+        dockerd = (os.environ.get("IMAGE_ASSETS_DOCKERD") or shutil.which("dockerd")
+                   or ("/usr/sbin/dockerd" if os.access("/usr/sbin/dockerd", os.X_OK) else None))
+        if dockerd is None or not os.access(dockerd, os.X_OK):
             raise DockerUnavailable("no dockerd: apt-get install docker.io (bin/setup does)")
         if os.geteuid() != 0:
             raise DockerUnavailable("no docker daemon answers and starting dockerd needs root")
@@ -132,11 +133,13 @@ def start() -> bool:
 
 def _gone(pid: int) -> bool:
     try:
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+        return os.waitpid(pid, os.WNOHANG)[0] == pid  # our child: reaped once all its threads ended
     except ChildProcessError:
         pass
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    try:  # another process's child (a CLI stop): a zombie whose threads have all ended (a Go
+        # daemon's leader shows Z while its other threads still shut down)
+        zombie = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        return zombie and len(os.listdir(f"/proc/{pid}/task")) <= 1
     except OSError:
         return True
 

@@ -201,3 +201,17 @@ def test_dockerd_status_and_a_missing_client_never_hang(docker_daemon, monkeypat
     assert dockerd.is_running() is False
     assert dockerd.main(["status"]) == 1
     assert time.monotonic() - started < 5
+
+
+def test_where_dockerd_cannot_start_it_says_so_and_exits_3(monkeypatch, capsys):
+    """No daemon answers (a client that is not there) and the daemon exits at once: a plain message, no hang."""
+    monkeypatch.setenv("IMAGE_ASSETS_DOCKER", "/nonexistent/docker")
+    monkeypatch.setenv("IMAGE_ASSETS_DOCKERD", "/bin/false")
+    started = time.monotonic()
+    assert dockerd.main(["start"]) == dockerd.UNAVAILABLE
+    assert "docker cannot run here" in capsys.readouterr().err
+    monkeypatch.setenv("IMAGE_ASSETS_DOCKERD", "/nonexistent/dockerd")
+    with pytest.raises(dockerd.DockerUnavailable, match="apt-get install docker.io"):
+        dockerd.start()
+    assert time.monotonic() - started < 10
+    assert dockerd.status()["pid"] is None
