@@ -128,6 +128,7 @@ def test_global_provisioning_really_ran(chain):
     code, out = run_in(chain["global"], """
         set -e
         test -s /etc/ssh/sshd_config.d/10-cis.conf
+        grep -qx 'PermitRootLogin no' /etc/ssh/sshd_config
         dpkg-query -W -f='${Status}\\n' auditd | grep -q 'install ok installed'
         test -s /etc/audit/rules.d/50-cis.rules
         test -s /etc/modprobe.d/cis-filesystems.conf
