@@ -109,6 +109,9 @@ def start() -> bool:
     with _locked():
         if is_running():
             return False
+        if _read_pid() is not None:  # ours, alive, but no answer through this client: never start a second
+            raise DockerUnavailable(f"dockerd pid {_read_pid()} (started by image-assets) does not answer "
+                                    f"{docker_bin()}; stop it: python -m image_assets.dockerd stop")
         dockerd = (os.environ.get("IMAGE_ASSETS_DOCKERD") or shutil.which("dockerd")
                    or ("/usr/sbin/dockerd" if os.access("/usr/sbin/dockerd", os.X_OK) else None))
         if dockerd is None or not os.access(dockerd, os.X_OK):

@@ -201,11 +201,16 @@ def test_dockerd_status_and_a_missing_client_never_hang(docker_daemon, monkeypat
     started = time.monotonic()
     assert dockerd.is_running() is False
     assert dockerd.main(["status"]) == 1
+    if dockerd.status()["pid"] is not None:  # the session's daemon is ours: never a second one beside it
+        with pytest.raises(dockerd.DockerUnavailable, match="does not answer"):
+            dockerd.start()
+        assert dockerd.status()["pid"] is not None
     assert time.monotonic() - started < 5
 
 
-def test_where_dockerd_cannot_start_it_says_so_and_exits_3(monkeypatch, capsys):
+def test_where_dockerd_cannot_start_it_says_so_and_exits_3(monkeypatch, capsys, tmp_path):
     """No daemon answers (a client that is not there) and the daemon exits at once: a plain message, no hang."""
+    monkeypatch.setenv("IMAGE_ASSETS_STATE_DIR", str(tmp_path))  # never the session daemon's pidfile
     monkeypatch.setenv("IMAGE_ASSETS_DOCKER", "/nonexistent/docker")
     monkeypatch.setenv("IMAGE_ASSETS_DOCKERD", "/bin/false")
     started = time.monotonic()
