@@ -1,7 +1,7 @@
 """The local target's groundwork on real docker, real packer and real OpenSCAP.
 
-A 3-layer chain (the Debian 11 base -> global: global.yml with the real roles -> service: a script) is
-built by calling `packer build -only=docker.local` on packer/aws/linux with the var-file the build
+A 3-layer chain (the Debian 11 base -> global: global.yml with the real roles -> service: a script),
+and a product layer (python310.yml, offline) on the same global image, are built by calling `packer build -only=docker.local` on packer/aws/linux with the var-file the build
 injects (the docker store and the assets come later). The tools come from bin/setup; the tests skip
 only where dockerd cannot start here, and stop only a daemon they started.
 """
@@ -91,9 +91,14 @@ def chain(base_image, tmp_path_factory):
             work / "global", "global-linux", "global", base_image, base_image, playbook="global.yml")
         built["service"], built["service_seconds"] = packer_build(
             work / "service", "service-sshd-banner", "service", built["global"], base_image, scripts=["sshd-banner.sh"])
+        # Offline product runtime: Debian 11 has no python3.10 and python.org is unreachable, so the
+        # python310 role installs the distribution's python3 (3.9) and checks that version.
+        built["product"], built["product_seconds"] = packer_build(
+            work / "product", "python310", "product", built["global"], base_image, playbook="python310.yml",
+            playbook_vars={"python310_source": "package", "python310_package": "python3", "python310_minor": "3.9"})
         yield built
     finally:
-        for key in ("service", "global"):
+        for key in ("product", "service", "global"):
             if key in built:
                 dockerd.docker("rmi", built[key], check=False, timeout=120)
 
@@ -160,6 +165,17 @@ def test_service_layer_adds_its_script_on_top_of_the_global_layer(chain):
     assert out.split() == ["global-linux", "service-sshd-banner"]
 
 
+def test_product_layer_installs_its_runtime_offline(chain):
+    code, out = run_in(chain["product"], """
+        set -e
+        /opt/runtime/python3.10/bin/python -c 'import ssl, sqlite3, sys; print("%d.%d" % sys.version_info[:2])'
+        /opt/runtime/python3.10/bin/python -m pip --version >/dev/null
+        grep -q /opt/runtime/python3.10/bin /etc/profile.d/python310.sh
+        test -s /etc/ssh/sshd_config.d/10-cis.conf
+    """)
+    assert code == 0 and out.split() == ["3.9"], out
+
+
 def test_no_host_ca_certificate_ships(chain, tmp_path):
     """The build trusts the host's CA bundle (its local CAs included); none of it is in the images."""
     assert HOST_BUNDLE.exists()
@@ -167,7 +183,7 @@ def test_no_host_ca_certificate_ships(chain, tmp_path):
     for cert in HOST_LOCAL_CAS:
         lines = [l for l in cert.read_text().splitlines() if l and not l.startswith("-----")]
         markers.append(lines[len(lines) // 2])  # a line of the certificate's body, found in any PEM copy
-    for key in ("global", "service"):
+    for key in ("global", "service", "product"):
         tree = scan.export_tree(chain[key], tmp_path / key)
         assert not (tree / "tmp" / "image-assets-build-ca.pem").exists()
         for marker in markers:
