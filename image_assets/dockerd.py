@@ -48,6 +48,14 @@ def docker_bin() -> str:
                                                      else shutil.which("docker") or "docker")
 
 
+def client_env(env: dict | None = None) -> dict[str, str]:
+    """env (default os.environ) with docker_bin()'s directory first on PATH: packer's docker builder
+    runs `docker` from PATH, so it then uses the same client as this module."""
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = os.pathsep.join([str(Path(docker_bin()).parent), env.get("PATH", "")])
+    return env
+
+
 def docker(*args: str, timeout: float = 60, check: bool = True, **kw) -> subprocess.CompletedProcess:
     try:
         done = subprocess.run([docker_bin(), *args], capture_output=True, text=True, timeout=timeout, **kw)

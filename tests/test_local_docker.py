@@ -73,7 +73,7 @@ def packer_build(work: Path, name: str, layer: str, parent: str, root: str, **va
     started = time.monotonic()
     done = subprocess.run(["packer", "build", "-machine-readable", "-only=docker.local", f"-var-file={var_file}",
                            str(TEMPLATE)], cwd=work, capture_output=True, text=True, timeout=900,
-                          env=dict(os.environ, CHECKPOINT_DISABLE="1"))
+                          env=dockerd.client_env(dict(os.environ, CHECKPOINT_DISABLE="1")))
     seconds = time.monotonic() - started
     (work / "build.log").write_text(done.stdout + done.stderr)
     ids = {line.split(",")[5] for line in done.stdout.splitlines() if ",docker.local,artifact,0,id," in line}
