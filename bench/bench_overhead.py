@@ -25,10 +25,10 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from image_assets import build as buildmod  # noqa: E402
-from image_assets import cloud as cloudmod  # noqa: E402
 from image_assets import sandbox  # noqa: E402
-from image_assets.catalog import load_catalog  # noqa: E402
+from image_assets.catalog import VendorQuery, load_catalog  # noqa: E402
 from image_assets.packer import PackerCli  # noqa: E402
+from image_assets.stores.ec2 import Ec2Store  # noqa: E402
 
 LAYERS = ["global", "product", "service", "service"]
 
@@ -48,8 +48,8 @@ def write_chain(dest: Path, prefix: str) -> tuple[Path, list[str]]:
 def direct(dest: Path) -> float:
     path, names = write_chain(dest, "d" + uuid.uuid4().hex[:6])
     catalog = load_catalog(path)
-    cloud = cloudmod.Cloud("sandbox", catalog.defaults.region)
-    vendor = cloud.newest_vendor_image(["amazon"], "al2023-ami-2023.*-kernel-6.1-x86_64")["ImageId"]
+    store = Ec2Store("sandbox", catalog.defaults.region)
+    vendor = store.newest_vendor_image(VendorQuery(owners=["amazon"], name="al2023-ami-2023.*-kernel-6.1-x86_64")).id
     parent = buildmod.Parent(vendor, vendor)
     run_id = str(uuid.uuid4())
     start = time.monotonic()

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 
 from image_assets import lineage as lineagemod
 from image_assets.catalog import CatalogError, load_catalog
-from image_assets.cloud import Cloud, CloudError, connect
+from image_assets.errors import StoreError
+from image_assets.stores import Store, connect
 
 
 class UsageError(RuntimeError):
@@ -39,7 +40,7 @@ def dagster_instance(purpose: str, required: bool = True):
         yield instance
 
 
-def _cloud(catalog) -> Cloud:
+def _store(catalog) -> Store:
     return connect(catalog.target, catalog.defaults.region)
 
 
@@ -49,9 +50,9 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def cmd_lineage(args, catalog) -> int:
-    chain = lineagemod.lineage(_cloud(catalog), args.image_id)
+    chain = lineagemod.lineage(_store(catalog), args.image_id)
     if chain[0].state == "missing":
-        raise CloudError(f"image {args.image_id} does not exist in {_cloud(catalog).where}")
+        raise StoreError(f"image {args.image_id} does not exist in {_store(catalog).where}")
     problems = lineagemod.problems(chain)
     if args.json:
         print(json.dumps({"image_id": args.image_id, "lineage": [l.as_dict() for l in chain],
@@ -72,7 +73,7 @@ def cmd_outdated(args, catalog) -> int:
 
     with dagster_instance("`outdated`") as instance:
         current = current_images(catalog, instance)
-    stale = [f for f in lineagemod.outdated(catalog, _cloud(catalog), current) if f.status != "current"]
+    stale = [f for f in lineagemod.outdated(catalog, _store(catalog), current) if f.status != "current"]
     if args.json:
         print(json.dumps([f.as_dict() for f in stale], indent=2))
         return 0
@@ -88,7 +89,7 @@ def cmd_outdated(args, catalog) -> int:
 def cmd_revoke(args, catalog) -> int:
     from image_assets import lifecycle
 
-    entries = lifecycle.revoke(_cloud(catalog), args.image_id, args.reason)
+    entries = lifecycle.revoke(_store(catalog), args.image_id, args.reason)
     with dagster_instance("recording the revocation", required=False) as instance:
         for entry in entries:
             if instance is not None and not entry.already:
@@ -110,7 +111,7 @@ def cmd_retention(args, catalog) -> int:
 
     with dagster_instance("`retention`") as instance:
         current = lifecycle.current_images(catalog, instance)
-        decisions = lifecycle.retention(catalog, _cloud(catalog), current, args.dry_run,
+        decisions = lifecycle.retention(catalog, _store(catalog), current, args.dry_run,
                                         instance.report_runless_asset_event)
     if args.json:
         print(json.dumps({"dry_run": args.dry_run, "decisions": [d.as_dict() for d in decisions]}, indent=2))
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, CatalogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (CloudError, lineagemod.LineageError, RuntimeError) as exc:
+    except (StoreError, lineagemod.LineageError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -5,9 +5,9 @@ import json
 import dagster as dg
 
 from image_assets import build as buildmod
-from image_assets import checks
-from image_assets import cloud as cloudmod
+from image_assets import checks, stores
 from image_assets.catalog import Catalog, CatalogError
+from image_assets.errors import StoreError
 from image_assets.packer import PackerCli, PackerError
 from image_assets.records import latest_metadata, recorded_git_refs
 
@@ -17,8 +17,10 @@ VENDOR_IMAGES_TAG = "image-assets/vendor-images"  # run tag: {vendor asset: imag
 RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
-def cloud_kind(target: str) -> str:
-    return "docker" if target == "local" else "aws"
+def store_kind(target: str) -> str:
+    """The asset kind (UI icon) of the target's store: aws for EC2, else the store's own kind."""
+    kind = stores.KINDS.get(target, "")
+    return "aws" if kind == "ec2" else kind
 
 
 def pinned_refs(context: dg.AssetExecutionContext) -> dict[str, str]:
@@ -46,14 +48,14 @@ def resolve_parent(context: dg.AssetExecutionContext, catalog: Catalog, name: st
         return buildmod.Parent(meta["image_id"], meta.get("root_image_id") or meta["image_id"])
     if catalog.images[parent].vendor:
         image = lookup_vendor(catalog, parent)
-        return buildmod.Parent(image["ImageId"], image["ImageId"])
+        return buildmod.Parent(image.id, image.id)
     raise _fail(f"image {name!r}: parent asset {parent!r} has never been materialized; "
                 f"build it first: dagster asset materialize -m definitions --select '{parent}*'")
 
 
-def lookup_vendor(catalog: Catalog, name: str) -> dict:
-    query = catalog.images[name].vendor
-    return cloudmod.connect(catalog.target, catalog.defaults.region).newest_vendor_image(query.owners, query.name)
+def lookup_vendor(catalog: Catalog, name: str) -> stores.ImageRecord:
+    store = stores.connect(catalog.target, catalog.defaults.region)
+    return store.newest_vendor_image(catalog.images[name].vendor)
 
 
 def _description(catalog: Catalog, name: str) -> str:
@@ -66,25 +68,25 @@ def _description(catalog: Catalog, name: str) -> str:
 
 
 def vendor_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
-    @dg.asset(name=name, group_name="vendor", kinds={cloud_kind(catalog.target)},
+    @dg.asset(name=name, group_name="vendor", kinds={store_kind(catalog.target)},
               description=_description(catalog, name), retry_policy=RETRY_POLICY)
     def _vendor(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         # A run the vendor sensor requested builds on exactly the image it saw, not on a newer one.
         pinned = json.loads(context.run.tags.get(VENDOR_IMAGES_TAG) or "{}").get(name)
         try:
             if pinned:
-                cloud = cloudmod.connect(catalog.target, catalog.defaults.region)
-                image = cloudmod.require_available(cloud, pinned, f"{name}: pinned vendor")
+                store = stores.connect(catalog.target, catalog.defaults.region)
+                image = store.require_available(pinned, f"{name}: pinned vendor")
             else:
                 image = lookup_vendor(catalog, name)
-        except cloudmod.CloudError as exc:
+        except StoreError as exc:
             raise _fail(str(exc), transient=exc.transient) from None
-        context.log.info(f"{name}: {'pinned' if pinned else 'newest'} vendor image is {image['ImageId']} ({image.get('Name')})")
+        context.log.info(f"{name}: {'pinned' if pinned else 'newest'} vendor image is {image.id} ({image.name})")
         return dg.MaterializeResult(
-            metadata={"image_id": image["ImageId"], "region": catalog.defaults.region,
-                      "root_image_id": image["ImageId"], "vendor_name": image.get("Name", ""),
-                      "creation_date": image.get("CreationDate", ""), "pinned": bool(pinned)},
-            data_version=dg.DataVersion(image["ImageId"]),
+            metadata={"image_id": image.id, "region": catalog.defaults.region,
+                      "root_image_id": image.id, "vendor_name": image.name,
+                      "creation_date": image.created, "pinned": bool(pinned)},
+            data_version=dg.DataVersion(image.id),
         )
 
     return _vendor
@@ -97,7 +99,7 @@ def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
     image = catalog.images[name]
     key = dg.AssetKey([name])
     spec = dg.AssetSpec(key, deps=[image.parent], group_name=image.layer.value,
-                        kinds={"packer", cloud_kind(catalog.target)}, description=_description(catalog, name))
+                        kinds={"packer", store_kind(catalog.target)}, description=_description(catalog, name))
 
     @dg.multi_asset(name=name.replace("-", "_"), specs=[spec], check_specs=checks.check_specs(name),
                     can_subset=True, pool="packer", retry_policy=RETRY_POLICY)
@@ -119,12 +121,12 @@ def _build(context: dg.AssetExecutionContext, catalog: Catalog, name: str, packe
     if broken:
         raise _fail(broken)
     try:
-        parent = resolve_parent(context, catalog, name)  # a vendor lookup may hit the cloud
+        parent = resolve_parent(context, catalog, name)  # a vendor lookup may call the store
         return buildmod.build_image(catalog, name, parent, context.run.run_id, packer,
                                     pinned_refs=pinned_refs(context), log=context.log.info,
                                     run_finished=_run_finished(context.instance),
                                     recorded_refs=lambda image_id: recorded_git_refs(context.instance, name, image_id))
-    except cloudmod.CloudError as exc:
+    except StoreError as exc:
         raise _fail(f"image {name!r}: {exc}", transient=exc.transient) from None
     except (buildmod.BuildError, CatalogError) as exc:
         raise _fail(str(exc)) from None

@@ -19,13 +19,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from image_assets import cloud as cloudmod
-from image_assets import gitrepos, packer, templates
+from image_assets import gitrepos, packer, stores, templates
 from image_assets import secrets as secretsmod
 from image_assets import lineage as lineagemod
 from image_assets.catalog import Catalog, CatalogError, check_variables
+from image_assets.errors import StoreError
 
-MANAGED_BY = cloudmod.MANAGED_BY
+MANAGED_BY = stores.MANAGED_BY
 SOURCES = {"sandbox": "amazon-ebs.sandbox", "aws": "amazon-ebs.aws", "local": "docker.local"}
 WORK_ROOT_ENV = "IMAGE_ASSETS_WORK_DIR"
 TAG_VALUE_MAX = 256  # EC2's limit on a tag value
@@ -239,18 +239,18 @@ def stop_dead_packer(name: str, run_id: str, recorded_pgid: int | None, timeout:
     return sorted(groups)
 
 
-def remove_dead_builds(cloud: cloudmod.Cloud, name: str, run_id: str, died: dict,
+def remove_dead_builds(store: stores.Store, name: str, run_id: str, died: dict,
                        run_finished: Callable[[str], bool], timeout: float, log=print) -> list[str]:
     """Remove what earlier builds of `name` left, but only of runs known dead: the one that died
     holding the image lock, or runs Dagster reports finished. A run in progress is never touched,
     and a dead run's packer still running on this machine is stopped first."""
     removed = []
     # The lock's dead run always: its packer may have terminated the instance before it died.
-    for other in sorted(cloudmod.runs_with_leftovers(cloud, name) | ({died["run_id"]} if died.get("run_id") else set())):
+    for other in sorted(store.runs_with_leftovers(name) | ({died["run_id"]} if died.get("run_id") else set())):
         if other == died.get("run_id") or (other != run_id and run_finished(other)):
             if other != died.get("run_id"):  # the lock's own dead run was stopped on acquiring it
                 stop_dead_packer(name, other, None, timeout, log)
-            removed += cloudmod.remove_leftovers(cloud, name, other, log)
+            removed += store.remove_leftovers(name, other, log)
     return removed
 
 
@@ -272,16 +272,16 @@ def build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: p
     builds of it left is removed first. `run_finished(run_id)` asks Dagster whether a run ended;
     `recorded_refs(image_id)` gives the git refs recorded when an image was built (for a reused
     image whose GitRefs tag is a digest)."""
-    if catalog.target in ("sandbox", "aws"):
-        cloud = cloudmod.connect(catalog.target, catalog.defaults.region)
-        cloud.check_reachable()  # before the lock: an unreachable target changes nothing on disk
+    if catalog.target not in SOURCES:
+        raise BuildError(f"image {name!r}: unknown target {catalog.target!r}")
+    store = stores.connect(catalog.target, catalog.defaults.region)
+    store.check_reachable()  # before the lock: an unreachable target changes nothing on disk
     with _ImageLock(catalog, name) as lock:
         died = lock.previous
         if died.get("run_id"):
             stop_dead_packer(name, died["run_id"], died.get("pgid"), cli.cleanup_timeout_seconds, log)
-        if catalog.target in ("sandbox", "aws"):
-            remove_dead_builds(cloud, name, run_id, died, run_finished or (lambda _: False),
-                               cli.cleanup_timeout_seconds, log)
+        remove_dead_builds(store, name, run_id, died, run_finished or (lambda _: False),
+                           cli.cleanup_timeout_seconds, log)
         _remove_stale_work_dirs(catalog, name)
         lock.record(run_id)
         try:
@@ -327,37 +327,38 @@ def resolve(catalog: Catalog, name: str, parent: Parent, work: Path,
     return Resolved(name, catalog.target, parent, template_dir, content, dict(image.variables), refs)
 
 
-def _reused(catalog: Catalog, resolved: Resolved, existing: dict, cloud, cli, recorded_refs, log) -> Built:
+def _reused(catalog: Catalog, resolved: Resolved, existing: stores.ImageRecord, store: stores.Store, cli,
+            recorded_refs, log) -> Built:
     """A reused image reports its own history (from its tags), not the inputs of this run."""
-    tags = cloudmod.tags_of(existing)
+    tags = existing.tags
     own_refs = git_refs_from_tag(tags.get("GitRefs", "-"))
     if own_refs is None:  # digest form: the refs recorded when it was built, if this instance has them
-        recorded = recorded_refs(existing["ImageId"]) if recorded_refs else None
+        recorded = recorded_refs(existing.id) if recorded_refs else None
         own_refs = recorded if recorded and git_refs_tag(recorded) == tags["GitRefs"] else resolved.git_refs
-    log(f"{resolved.name}: reusing {existing['ImageId']} (fingerprint {tags.get('Fingerprint')} unchanged)")
-    return Built(existing["ImageId"], catalog.defaults.region, tags.get("ParentImageId", resolved.parent.image_id),
+    log(f"{resolved.name}: reusing {existing.id} (fingerprint {tags.get('Fingerprint')} unchanged)")
+    return Built(existing.id, catalog.defaults.region, tags.get("ParentImageId", resolved.parent.image_id),
                  tags.get("RootImageId", resolved.parent.root_image_id), tags.get("Fingerprint", ""), True,
                  own_refs, cli.version(), 0.0, tags.get("ImageVersion", ""), tags,
-                 lineagemod.lineage_ids(cloud, existing["ImageId"]))
+                 lineagemod.lineage_ids(store, existing.id))
 
 
-def _verify(cloud, name: str, image_id: str, tags: dict[str, str], log) -> dict:
+def _verify(store: stores.Store, name: str, image_id: str, tags: dict[str, str], log) -> stores.ImageRecord:
     """The built image, available and tagged as asked; otherwise it is deregistered with its
     snapshots (an untagged image is invisible to retention) and the build fails."""
     try:
-        built = cloudmod.require_available(cloud, image_id, f"built ({name})")
-        wrong = sorted(k for k, v in tags.items() if cloudmod.tags_of(built).get(k) != v)
+        built = store.require_available(image_id, f"built ({name})")
+        wrong = sorted(k for k, v in tags.items() if built.tags.get(k) != v)
         if not wrong:
             return built
         problem = BuildError(f"image {name!r}: packer built {image_id} but tags {wrong} are missing or wrong "
                              "(does every source set tags = var.tags?); the image was deregistered")
-    except cloudmod.CloudError as exc:
+    except StoreError as exc:
         if exc.transient:
             raise  # the retry finds the image by its fingerprint if it is sound
         problem = BuildError(f"image {name!r}: {exc}; the image was deregistered")
-    image = cloud.get_image(image_id)
+    image = store.get(image_id)
     if image is not None:
-        snapshots = cloud.deregister(image)
+        snapshots = store.deregister(image)
         log(f"{name}: deregistered {image_id} and snapshots {' '.join(snapshots) or '(none)'} after failed verification")
     raise problem
 
@@ -366,12 +367,10 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
                  pinned_refs: dict[str, str] | None, log, lock: _ImageLock, recorded_refs) -> Built:
     image = catalog.images[name]
     target, region = catalog.target, catalog.defaults.region
-    if target not in SOURCES:
-        raise BuildError(f"image {name!r}: unknown target {target!r}")
-    cloud = cloudmod.connect(target, region)  # reachability was checked by build_image
+    store = stores.connect(target, region)  # reachability was checked by build_image
 
-    parent_image = cloudmod.require_available(cloud, parent.image_id, f"parent ({image.parent})")
-    revoked = cloudmod.tags_of(parent_image).get("Revoked")
+    parent_image = store.require_available(parent.image_id, f"parent ({image.parent})")
+    revoked = parent_image.revoked
     if revoked:
         raise BuildError(
             f"image {name!r}: parent {image.parent!r} image {parent.image_id} is revoked ({revoked}); "
@@ -384,10 +383,10 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
     fp = resolved.fingerprint()
     # Equal inputs reuse any sound build of this deployment, a retry's first attempt included; a
     # retry whose inputs changed builds anew.
-    existing = cloud.find_reusable(ImageName=name, Fingerprint=fp, Deployment=catalog.deployment)
+    existing = store.find_reusable(ImageName=name, Fingerprint=fp, Deployment=catalog.deployment)
     if existing:
         shutil.rmtree(work, ignore_errors=True)
-        return _reused(catalog, resolved, existing, cloud, cli, recorded_refs, log)
+        return _reused(catalog, resolved, existing, store, cli, recorded_refs, log)
 
     version = datetime.now(timezone.utc).strftime("%Y%m%d.%H%M%S") + "." + run_id[:8]
     tags = image_tags(catalog, resolved, version, fp, run_id)
@@ -398,7 +397,7 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
     variables = {
         **{k: v for k, v in image.variables.items() if k not in secrets.names},
         "image_name": name, "image_version": version, "source_image_id": parent.image_id,
-        "region": region, "tags": tags, "sandbox_endpoint": cloud.endpoint or "",
+        "region": region, "tags": tags, "sandbox_endpoint": store.endpoint or "",
     }
     optional = {"manifest_path": str(work / "manifest.json"),
                 "input_dirs": {repo: str((work / "repos" / repo).resolve()) for repo in resolved.refs},
@@ -409,7 +408,7 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
     fd = os.open(var_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(variables, handle)
-    env = {**cloud.packer_env(), **secrets.env, RUN_MARK: f"{name}/{run_id}"}
+    env = {**store.packer_env(), **secrets.env, RUN_MARK: f"{name}/{run_id}"}
     started = time.monotonic()
     try:
         artifact, _ = packer.build(cli, template_dir, SOURCES[target], var_file, env, redact,
@@ -417,8 +416,8 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
     finally:
         var_file.unlink(missing_ok=True)
     image_id = artifact.rpartition(":")[2]
-    _verify(cloud, name, image_id, tags, log)
+    _verify(store, name, image_id, tags, log)
     shutil.rmtree(work, ignore_errors=True)
     return Built(image_id, region, parent.image_id, parent.root_image_id, fp, False, resolved.git_refs,
-                 cli.version(), time.monotonic() - started, version, tags, lineagemod.lineage_ids(cloud, image_id))
+                 cli.version(), time.monotonic() - started, version, tags, lineagemod.lineage_ids(store, image_id))
 

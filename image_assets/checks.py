@@ -10,7 +10,7 @@ never build on a missing, untraceable or revoked image within that run. template
 and up_to_date (WARN) are not: an outdated image is still a sound parent, and a broken template
 fails its own build.
 
-Definition time is cheap: specs only; cloud, Dagster instance and packer are used when run.
+Definition time is cheap: specs only; the store, Dagster instance and packer are used when run.
 """
 
 import dataclasses
@@ -27,7 +27,8 @@ from image_assets import build as buildmod
 from image_assets import gitrepos, lineage, template_check, templates
 from image_assets import secrets as secretsmod
 from image_assets.catalog import Catalog
-from image_assets.cloud import MANAGED_BY, CloudError, connect, tags_of
+from image_assets.errors import StoreError
+from image_assets.stores import MANAGED_BY, ImageRecord, connect
 from image_assets.packer import PackerCli, PackerError, Redactor, resolve_binary
 from image_assets.records import latest_metadata
 
@@ -67,12 +68,11 @@ def _result(name: str, check: str, passed: bool, description: str, severity=dg.A
 # --- the checks, as plain functions of (catalog, name, metadata, image) ----------------------
 
 
-def exists_and_available(name: str, image_id: str, image: dict | None, where: str) -> dg.AssetCheckResult:
+def exists_and_available(name: str, image_id: str, image: ImageRecord | None, where: str) -> dg.AssetCheckResult:
     if image is None:
         return _result(name, EXISTS, False, f"image {image_id} does not exist in {where}", image_id=image_id)
-    state = image.get("State", "")
-    return _result(name, EXISTS, state == "available", f"image {image_id} is {state} in {where}",
-                   image_id=image_id, state=state)
+    return _result(name, EXISTS, image.available, f"image {image_id} is {image.state} in {where}",
+                   image_id=image_id, state=image.state)
 
 
 def expected_tags(catalog: Catalog, name: str, meta: dict) -> dict[str, str | None]:
@@ -91,10 +91,10 @@ def _commits_from_tag(value: str) -> dict[str, str]:
     return {repo: ref.rpartition("@")[2] for repo, ref in pairs}
 
 
-def tags_complete(catalog: Catalog, name: str, meta: dict, image: dict | None) -> dg.AssetCheckResult:
+def tags_complete(catalog: Catalog, name: str, meta: dict, image: ImageRecord | None) -> dg.AssetCheckResult:
     if image is None:
         return _result(name, TAGS, False, f"image {meta['image_id']} does not exist: no tags to check")
-    tags = tags_of(image)
+    tags = image.tags
     missing = [k for k in REQUIRED_TAGS if not tags.get(k)]
     wrong = {k: f"tag {tags[k]!r} != materialization {want!r}"
              for k, want in expected_tags(catalog, name, meta).items()
@@ -112,8 +112,8 @@ def tags_complete(catalog: Catalog, name: str, meta: dict, image: dict | None) -
                    missing=missing, mismatched=sorted(wrong))
 
 
-def not_revoked(name: str, image_id: str, image: dict | None) -> dg.AssetCheckResult:
-    revoked = tags_of(image or {}).get("Revoked", "")
+def not_revoked(name: str, image_id: str, image: ImageRecord | None) -> dg.AssetCheckResult:
+    revoked = image.revoked if image else ""
     if revoked:
         return _result(name, NOT_REVOKED, False,
                         f"image {image_id} is revoked ({revoked}); rebuild it: "
@@ -248,23 +248,23 @@ def evaluate(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected
     meta = metadata or latest_metadata(instance, name)
     if TEMPLATE in selected:
         yield template_valid(packer, catalog, name, meta)
-    cloud_checks = [c for c in CHECKS if c in selected and c != TEMPLATE]
-    if not cloud_checks:
+    store_checks = [c for c in CHECKS if c in selected and c != TEMPLATE]
+    if not store_checks:
         return
     if not meta or not meta.get("image_id"):
-        for check in cloud_checks:
+        for check in store_checks:
             yield _result(name, check, False, f"asset {name!r} has no materialization in this Dagster instance")
         return
     image_id = meta["image_id"]
     try:
-        cloud = connect(catalog.target, catalog.defaults.region)
-        image = cloud.get_image(image_id)
-    except CloudError as exc:
-        for check in cloud_checks:
+        store = connect(catalog.target, catalog.defaults.region)
+        image = store.get(image_id)
+    except StoreError as exc:
+        for check in store_checks:
             yield _result(name, check, False, f"cannot check image {image_id}: {exc}")
         return
     if EXISTS in selected:
-        yield exists_and_available(name, image_id, image, cloud.where)
+        yield exists_and_available(name, image_id, image, store.where)
     if TAGS in selected:
         yield tags_complete(catalog, name, meta, image)
     if NOT_REVOKED in selected:
@@ -272,8 +272,8 @@ def evaluate(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected
     if UP_TO_DATE in selected:
         current = {n: (latest_metadata(instance, n) or {}).get("image_id") for n in catalog.chain(name)[1:]}
         try:
-            yield up_to_date(catalog, name, lineage.lineage(cloud, image_id), current)
-        except (lineage.LineageError, CloudError) as exc:
+            yield up_to_date(catalog, name, lineage.lineage(store, image_id), current)
+        except (lineage.LineageError, StoreError) as exc:
             yield _result(name, UP_TO_DATE, False, str(exc), severity=dg.AssetCheckSeverity.WARN)
 
 

@@ -6,19 +6,15 @@ decides a retry from an error's text.
 
 from __future__ import annotations
 
-import botocore.exceptions
-
 # EC2 error codes that mean "not now" rather than "not so" (throttling, capacity, service faults).
-# boto3's standard retry mode has already retried these a few times within the call.
+# boto3's standard retry mode has already retried these a few times within the call (stores/ec2.py
+# types its errors with them; packer.py reads them in packer's error lines).
 TRANSIENT_AWS_CODES = frozenset({
     "RequestLimitExceeded", "Throttling", "ThrottlingException", "RequestThrottled", "EC2ThrottledException",
     "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete", "ServiceUnavailable", "Unavailable",
     "InternalError", "InternalFailure", "InsufficientInstanceCapacity", "InsufficientCapacity",
     "ResourceNotReady", "IncorrectInstanceState",
 })
-# Network-level failures of an AWS call: the endpoint did not answer.
-TRANSIENT_AWS_EXCEPTIONS = (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError,
-                            botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError)
 
 
 class ImageAssetsError(RuntimeError):
@@ -29,15 +25,5 @@ class ImageAssetsError(RuntimeError):
         self.transient = transient
 
 
-def aws_error_is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, TRANSIENT_AWS_EXCEPTIONS):
-        return True
-    if isinstance(exc, botocore.exceptions.ClientError):
-        return exc.response.get("Error", {}).get("Code", "") in TRANSIENT_AWS_CODES
-    return False
-
-
-def aws_error_code(exc: BaseException) -> str:
-    if isinstance(exc, botocore.exceptions.ClientError):
-        return exc.response.get("Error", {}).get("Code", "")
-    return type(exc).__name__
+class StoreError(ImageAssetsError):
+    """A call to an image store (stores/) failed; `transient` as the store's own error says."""

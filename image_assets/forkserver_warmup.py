@@ -1,6 +1,6 @@
 """Imported only by the multiprocess executor's forkserver (defs.PRELOAD): work every step would
 otherwise repeat after the fork, done once. No network, git or packer call."""
 
-from image_assets import cloud
+from image_assets.stores import ec2
 
-cloud.warm_up()
+ec2.warm_up()

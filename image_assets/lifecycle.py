@@ -1,6 +1,6 @@
 """Revocation and retention of built images, as plain functions and as Dagster jobs.
 
-The cloud's tags are the source of truth (Revoked, ParentImageId, ManagedBy); every change is
+The store's tags are the source of truth (Revoked, ParentImageId, ManagedBy); every change is
 also recorded as an AssetObservation on the image's asset (key = its ImageName), so the UI shows
 when an image was revoked or deleted, and why.
 """
@@ -8,15 +8,14 @@ when an image was revoked or deleted, and why.
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
-import botocore.exceptions
 import dagster as dg
-from botocore.parsers import ResponseParserError
 
 from image_assets.records import latest_metadata
 from image_assets.catalog import Catalog
-from image_assets.cloud import MANAGED_BY, Cloud, CloudError, connect, tags_of
+from image_assets.errors import StoreError
+from image_assets.stores import MANAGED_BY, ImageRecord, Store, connect
 
 TAG_VALUE_LIMIT = 256  # EC2 tag values: at most 256 Unicode characters
 REVOKED_TAG = "Revoked"
@@ -34,8 +33,8 @@ def _stamp(at: datetime) -> str:
     return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _created(image: dict) -> datetime:
-    text = image.get("CreationDate") or "1970-01-01T00:00:00Z"
+def _created(image: ImageRecord) -> datetime:
+    text = image.created or "1970-01-01T00:00:00Z"
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
@@ -49,7 +48,7 @@ class Revocation:
     tag: str  # the Revoked tag value
     via: str  # the image whose revocation caused this one (itself for the root)
     already: bool = False  # was revoked before: tag kept as it was, nothing recorded again
-    deprecation: str = ""  # what happened to the cloud's deprecation time
+    deprecation: str = ""  # what happened to the store's deprecation time
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -61,61 +60,42 @@ def revoked_value(at: datetime, reason: str, root_id: str, image_id: str) -> str
     return f"{_stamp(at)}{via}: {reason}"[:TAG_VALUE_LIMIT]
 
 
-def descendants(images: list[dict], image_id: str) -> list[dict]:
+def descendants(images: list[ImageRecord], image_id: str) -> list[ImageRecord]:
     """Managed images built on image_id, transitively (by ParentImageId tags), parents first."""
-    children: dict[str, list[dict]] = {}
+    children: dict[str, list[ImageRecord]] = {}
     for image in images:
-        children.setdefault(tags_of(image).get("ParentImageId", ""), []).append(image)
+        children.setdefault(image.tags.get("ParentImageId", ""), []).append(image)
     out, queue, seen = [], [image_id], {image_id}
     while queue:
         for child in children.get(queue.pop(0), []):
-            if child["ImageId"] not in seen:
-                seen.add(child["ImageId"])
+            if child.id not in seen:
+                seen.add(child.id)
                 out.append(child)
-                queue.append(child["ImageId"])
+                queue.append(child.id)
     return out
 
 
-def deprecate(cloud: Cloud, image_id: str, at: datetime) -> str:
-    """Set the image's deprecation time; returns what happened (the sandbox may not support it)."""
-    # AWS rounds to the minute and refuses a past time: the next whole minute plus one.
-    when = (at + timedelta(minutes=2)).replace(second=0, microsecond=0)
-    client = cloud.ec2
-    if cloud.endpoint:
-        # Measured: moto 5.2.5 answers EnableImageDeprecation with HTTP 500 (not implemented);
-        # a client without retries makes that one quick call instead of five with back-off.
-        client = cloud.client(max_attempts=1)
-    try:
-        client.enable_image_deprecation(ImageId=image_id, DeprecateAt=when)
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, ResponseParserError) as exc:
-        if not cloud.endpoint:
-            raise
-        return f"not set: {cloud.where} does not support EnableImageDeprecation ({type(exc).__name__})"
-    return f"deprecated at {_stamp(when)}"
-
-
-def revoke(cloud: Cloud, image_id: str, reason: str, at: datetime | None = None) -> list[Revocation]:
+def revoke(store: Store, image_id: str, reason: str, at: datetime | None = None) -> list[Revocation]:
     """Tag the image and every managed image built on it (transitively) Revoked; set deprecation."""
     reason = (reason or "").strip()
     if not reason:
         raise LifecycleError("a revocation needs a reason (--reason TEXT)")
     at = at or utcnow()
-    image = cloud.get_image(image_id)
+    image = store.get(image_id)
     if image is None:
-        raise LifecycleError(f"image {image_id} does not exist in {cloud.where}")
-    if tags_of(image).get("ManagedBy") != MANAGED_BY:
-        raise LifecycleError(f"image {image_id} ({image.get('Name', '')}) is not managed by image-assets "
+        raise LifecycleError(f"image {image_id} does not exist in {store.where}")
+    if not image.managed:
+        raise LifecycleError(f"image {image_id} ({image.name}) is not managed by image-assets "
                              f"(no ManagedBy={MANAGED_BY} tag): only images this project built can be revoked")
     out = []
-    for target in [image, *descendants(cloud.managed_images(), image_id)]:
-        tags = tags_of(target)
-        entry = Revocation(target["ImageId"], tags.get("ImageName", ""), tags.get(REVOKED_TAG, ""), image_id)
+    for target in [image, *descendants(store.managed_images(), image_id)]:
+        entry = Revocation(target.id, target.tags.get("ImageName", ""), target.revoked, image_id)
         if entry.tag:
             entry.already = True  # keep the first reason and time; still walk its descendants
         else:
-            entry.tag = revoked_value(at, reason, image_id, target["ImageId"])
-            cloud.tag(target["ImageId"], {REVOKED_TAG: entry.tag})
-            entry.deprecation = deprecate(cloud, target["ImageId"], at)
+            entry.tag = revoked_value(at, reason, image_id, target.id)
+            store.tag(target.id, {REVOKED_TAG: entry.tag})
+            entry.deprecation = store.deprecate(target.id, at)
         out.append(entry)
     return out
 
@@ -146,15 +126,14 @@ class Decision:
         return asdict(self)
 
 
-def _newest_first(images: list[dict]) -> list[dict]:
+def _newest_first(images: list[ImageRecord]) -> list[ImageRecord]:
     # CreationDate has 1-second resolution on the sandbox: the version and id break ties stably.
-    return sorted(images, key=lambda i: (i.get("CreationDate", ""), tags_of(i).get("ImageVersion", ""),
-                                         i["ImageId"]), reverse=True)
+    return sorted(images, key=lambda i: (i.created, i.tags.get("ImageVersion", ""), i.id), reverse=True)
 
 
-def plan_retention(catalog: Catalog, images: list[dict], current: Mapping[str, str | None],
+def plan_retention(catalog: Catalog, images: list[ImageRecord], current: Mapping[str, str | None],
                    now: datetime | None = None) -> list[Decision]:
-    """Keep or delete each managed image; pure, so it is tested without a cloud.
+    """Keep or delete each managed image; pure, so it is tested without a store.
 
     Kept: the newest `keep` per image name, anything younger than `min_age`, the current
     materialization of every asset, images not yet available, and every ancestor of a kept image.
@@ -164,33 +143,29 @@ def plan_retention(catalog: Catalog, images: list[dict], current: Mapping[str, s
     now = now or utcnow()
     # Only this deployment's images: another Dagster instance sharing the account has its own
     # current images, which this instance cannot see (an image without the tag is never deleted).
-    images = [i for i in images if tags_of(i).get("ManagedBy") == MANAGED_BY
-              and tags_of(i).get("Deployment") == catalog.deployment]
-    by_name: dict[str, list[dict]] = {}
+    images = [i for i in images if i.managed and i.tags.get("Deployment") == catalog.deployment]
+    by_name: dict[str, list[ImageRecord]] = {}
     for image in images:
-        by_name.setdefault(tags_of(image).get("ImageName", ""), []).append(image)
+        by_name.setdefault(image.tags.get("ImageName", ""), []).append(image)
     current_ids = {v for v in current.values() if v}
     decisions: dict[str, Decision] = {}
     for name, group in by_name.items():
         policy = catalog.images[name].retention if name in catalog.images else None
         for rank, image in enumerate(_newest_first(group)):
             def decide(delete: bool, reason: str, image=image):
-                decisions[image["ImageId"]] = Decision(
-                    image["ImageId"], name, image.get("CreationDate", ""), delete, reason,
-                    [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", [])
-                     if m.get("Ebs", {}).get("SnapshotId")],
-                    tags_of(image).get("ParentImageId", ""))
+                decisions[image.id] = Decision(image.id, name, image.created, delete, reason,
+                                               list(image.snapshots), image.tags.get("ParentImageId", ""))
             if policy is None:
                 decide(False, f"image name {name!r} is not in the catalog: no retention policy")
             elif not current.get(name):
                 decide(False, f"asset {name!r} has no materialization in this Dagster instance")
-            elif image["ImageId"] in current_ids:
+            elif image.id in current_ids:
                 decide(False, "current materialization")
             elif rank < policy.keep:
                 decide(False, f"among the newest {policy.keep}")
             elif now - _created(image) < policy.min_age_delta:
                 decide(False, f"younger than min_age {policy.min_age}")
-            elif image.get("State") == "pending":
+            elif image.state == "pending":
                 decide(False, "pending (a build in progress)")
             else:
                 decide(True, f"beyond the newest {policy.keep} and older than {policy.min_age}")
@@ -206,29 +181,29 @@ def plan_retention(catalog: Catalog, images: list[dict], current: Mapping[str, s
     return sorted(decisions.values(), key=lambda d: (d.name, d.created, d.image_id))
 
 
-def apply_retention(cloud: Cloud, decisions: list[Decision]) -> list[Decision]:
+def apply_retention(store: Store, decisions: list[Decision]) -> list[Decision]:
     """Deregister each image planned for deletion and delete its snapshots; returns those deleted."""
     deleted = []
     for decision in decisions:
         if not decision.delete:
             continue
-        image = cloud.get_image(decision.image_id)
+        image = store.get(decision.image_id)
         if image is None:
             continue  # gone already (another run, or by hand)
-        if tags_of(image).get("ManagedBy") != MANAGED_BY:  # re-checked right before the delete
+        if not image.managed:  # re-checked right before the delete
             raise LifecycleError(f"refusing to delete {decision.image_id}: not managed by image-assets")
-        decision.snapshots = cloud.deregister(image)
+        decision.snapshots = store.deregister(image)
         deleted.append(decision)
     return deleted
 
 
-def retention(catalog: Catalog, cloud: Cloud, current: Mapping[str, str | None], dry_run: bool,
+def retention(catalog: Catalog, store: Store, current: Mapping[str, str | None], dry_run: bool,
               record: Callable[[dg.AssetObservation], None], now: datetime | None = None) -> list[Decision]:
-    decisions = plan_retention(catalog, cloud.managed_images(Deployment=catalog.deployment), current, now)
+    decisions = plan_retention(catalog, store.managed_images(Deployment=catalog.deployment), current, now)
     if dry_run:
         return decisions
     at = _stamp(now or utcnow())
-    for decision in apply_retention(cloud, decisions):
+    for decision in apply_retention(store, decisions):
         record(dg.AssetObservation(
             asset_key=dg.AssetKey([decision.name]),
             description=f"image {decision.image_id} deleted by retention: {decision.reason}",
@@ -255,10 +230,10 @@ class RetentionConfig(dg.Config):
     dry_run: bool = False
 
 
-def _cloud(catalog: Catalog) -> Cloud:
+def _store(catalog: Catalog) -> Store:
     try:
         return connect(catalog.target, catalog.defaults.region)
-    except CloudError as exc:
+    except StoreError as exc:
         raise dg.Failure(description=str(exc)) from None
 
 
@@ -266,8 +241,8 @@ def lifecycle_jobs(catalog: Catalog) -> list[dg.JobDefinition]:
     @dg.op(name="revoke_image_and_descendants")
     def revoke_op(context: dg.OpExecutionContext, config: RevokeConfig) -> None:
         try:
-            entries = revoke(_cloud(catalog), config.image_id, config.reason)
-        except (LifecycleError, CloudError) as exc:
+            entries = revoke(_store(catalog), config.image_id, config.reason)
+        except (LifecycleError, StoreError) as exc:
             raise dg.Failure(description=str(exc)) from None
         for entry in entries:
             if entry.already:
@@ -279,9 +254,9 @@ def lifecycle_jobs(catalog: Catalog) -> list[dg.JobDefinition]:
     @dg.op(name="apply_retention")
     def retention_op(context: dg.OpExecutionContext, config: RetentionConfig) -> None:
         try:
-            decisions = retention(catalog, _cloud(catalog), current_images(catalog, context.instance),
+            decisions = retention(catalog, _store(catalog), current_images(catalog, context.instance),
                                   config.dry_run, context.log_event)
-        except (LifecycleError, CloudError) as exc:
+        except (LifecycleError, StoreError) as exc:
             raise dg.Failure(description=str(exc)) from None
         verb = "would delete" if config.dry_run else "deleted"
         for d in decisions:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 from image_assets.catalog import Catalog
-from image_assets.cloud import MANAGED_BY, Cloud, tags_of
+from image_assets.stores import MANAGED_BY, ImageRecord, Store
 
 MAX_DEPTH = 32  # far more layers than any catalog has; stops a forged tag loop early
 
@@ -23,10 +23,10 @@ class LineageError(RuntimeError):
 @dataclass
 class Link:
     image_id: str
-    name: str  # ImageName tag; the AMI name for an unmanaged (vendor) image
+    name: str  # ImageName tag; the store's name (AMI name) for an unmanaged (vendor) image
     layer: str  # ImageLayer tag; "vendor" for the unmanaged root
     version: str
-    state: str  # EC2 state, or "missing" when the image no longer exists
+    state: str  # the store's state, or "missing" when the image no longer exists
     managed: bool
     parent_image_id: str = ""
     root_image_id: str = ""  # RootImageId tag, to cross-check the walk
@@ -37,26 +37,25 @@ class Link:
         return asdict(self)
 
 
-def link(image_id: str, image: dict | None) -> Link:
+def link(image_id: str, image: ImageRecord | None) -> Link:
     if image is None:
         return Link(image_id, "", "", "", "missing", False)
-    tags = tags_of(image)
-    managed = tags.get("ManagedBy") == MANAGED_BY
+    tags, managed = image.tags, image.managed
     return Link(
         image_id=image_id,
-        name=tags.get("ImageName", "") if managed else image.get("Name", ""),
+        name=tags.get("ImageName", "") if managed else image.name,
         layer=tags.get("ImageLayer", "") if managed else "vendor",
         version=tags.get("ImageVersion", ""),
-        state=image.get("State", ""),
+        state=image.state,
         managed=managed,
         parent_image_id=tags.get("ParentImageId", "") if managed else "",
         root_image_id=tags.get("RootImageId", "") if managed else "",
-        revoked=tags.get("Revoked", ""),
-        created=image.get("CreationDate", ""),
+        revoked=image.revoked,
+        created=image.created,
     )
 
 
-def walk(lookup: Callable[[str], dict | None], image_id: str) -> list[Link]:
+def walk(lookup: Callable[[str], ImageRecord | None], image_id: str) -> list[Link]:
     """The image and its ancestors, child first, ending at the first unmanaged or missing image."""
     chain: list[Link] = []
     current = image_id
@@ -69,12 +68,12 @@ def walk(lookup: Callable[[str], dict | None], image_id: str) -> list[Link]:
     return chain
 
 
-def lineage(cloud: Cloud, image_id: str) -> list[Link]:
-    return walk(cloud.get_image, image_id)
+def lineage(store: Store, image_id: str) -> list[Link]:
+    return walk(store.get, image_id)
 
 
-def lineage_ids(cloud: Cloud, image_id: str) -> list[str]:
-    return [l.image_id for l in lineage(cloud, image_id)]
+def lineage_ids(store: Store, image_id: str) -> list[str]:
+    return [l.image_id for l in lineage(store, image_id)]
 
 
 def problems(chain: list[Link]) -> list[str]:
@@ -139,21 +138,21 @@ def freshness(catalog: Catalog, name: str, chain: list[Link], current: Mapping[s
     return result
 
 
-def managed_index(cloud: Cloud) -> Callable[[str], dict | None]:
-    """A lookup over all managed images in one paginated listing; other ids (vendor roots) on demand."""
-    index: dict[str, dict | None] = {img["ImageId"]: img for img in cloud.managed_images()}
+def managed_index(store: Store) -> Callable[[str], ImageRecord | None]:
+    """A lookup over all managed images in one listing; other ids (vendor roots) on demand."""
+    index: dict[str, ImageRecord | None] = {img.id: img for img in store.managed_images()}
 
-    def lookup(image_id: str) -> dict | None:
+    def lookup(image_id: str) -> ImageRecord | None:
         if image_id not in index:
-            index[image_id] = cloud.get_image(image_id)
+            index[image_id] = store.get(image_id)
         return index[image_id]
 
     return lookup
 
 
-def outdated(catalog: Catalog, cloud: Cloud, current: Mapping[str, str | None]) -> list[Freshness]:
+def outdated(catalog: Catalog, store: Store, current: Mapping[str, str | None]) -> list[Freshness]:
     """Freshness of the current image of every built asset that has one."""
-    lookup = managed_index(cloud)
+    lookup = managed_index(store)
     out = []
     for name, image in catalog.images.items():
         if image.parent and current.get(name):

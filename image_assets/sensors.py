@@ -38,13 +38,12 @@ import json
 import re
 from concurrent.futures import ThreadPoolExecutor, wait
 
-import botocore.exceptions
 import dagster as dg
 
 from image_assets import gitrepos
 from image_assets.assets import GIT_REFS_TAG, VENDOR_IMAGES_TAG, lookup_vendor
 from image_assets.catalog import Catalog
-from image_assets.cloud import CloudError
+from image_assets.errors import StoreError
 
 TRIGGER_TAG = "image-assets/trigger"  # readable: which repo@tag (or vendor image) started the run
 # Dagster run tags are not "strict" tags (that 63-char [A-Za-z0-9_.-] rule applies to definition
@@ -181,9 +180,8 @@ def evaluate_vendor_images(catalog: Catalog, cursor_text: str | None, log) -> dg
         if not image.vendor:
             continue
         try:
-            image_id = lookup_vendor(catalog, name)["ImageId"]
-        except (CloudError, RuntimeError, botocore.exceptions.BotoCoreError,
-                botocore.exceptions.ClientError) as exc:
+            image_id = lookup_vendor(catalog, name).id
+        except (StoreError, RuntimeError) as exc:
             log.warning(f"vendor_image_sensor: no lookup for {name!r}: {exc}; skipped, its cursor entry is kept")
             continue
         if name not in previous:

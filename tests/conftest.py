@@ -9,11 +9,11 @@ import dagster as dg
 import pytest
 import yaml
 
-from image_assets import cloud as cloudmod
 from image_assets import demo, sandbox
 from image_assets.catalog import load_catalog
 from image_assets.assets import image_assets
 from image_assets.packer import PackerCli
+from image_assets.stores.ec2 import Ec2Store
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -42,8 +42,9 @@ def sandbox_session(tmp_path_factory):
 
 
 @pytest.fixture
-def cloud(sandbox_session):
-    return cloudmod.Cloud("sandbox", "us-east-1")
+def cloud(sandbox_session) -> Ec2Store:
+    """The session sandbox's EC2 store; tests read the sandbox through its boto3 client `.ec2` too."""
+    return Ec2Store("sandbox", "us-east-1")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import dagster as dg
 import pytest
 from conftest import PROJECT, latest, materialize, sandbox_inventory, write_demo_catalog
 
-from image_assets import cloud as cloudmod
 from image_assets.catalog import load_catalog
 from image_assets.defs import build_defs
 
@@ -38,13 +37,13 @@ def test_demo_tree_through_the_cli_then_reused(tmp_path, work_dir, cloud):
         ids = {name: latest(instance, name)["image_id"] for name in catalog.images}
         for name, image in catalog.images.items():
             meta = latest(instance, name)
-            ami = cloud.get_image(meta["image_id"])
-            assert ami and ami["State"] == "available", name
+            ami = cloud.get(meta["image_id"])
+            assert ami and ami.state == "available", name
             if image.vendor:
                 continue
             assert set(REQUIRED_METADATA) <= set(meta), name
             assert meta["reused"] is False
-            tags = cloudmod.tags_of(ami)
+            tags = ami.tags
             assert set(REQUIRED_TAGS) <= set(tags), name
             assert tags["ManagedBy"] == "image-assets" and tags["ImageName"] == name
             assert tags["ImageLayer"] == image.layer.value
@@ -132,7 +131,7 @@ def test_failing_template_fails_the_run_and_leaves_nothing(tmp_path, work_dir, c
 def test_build_on_a_deleted_parent_fails_before_packer(demo_catalog, instance, cloud):
     materialize(demo_catalog, instance, selection="global-linux")
     parent = latest(instance, "global-linux")["image_id"]
-    cloud.deregister(cloud.get_image(parent))
+    cloud.deregister(cloud.get(parent))
     result = materialize(demo_catalog, instance, selection="python310", raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)

@@ -73,7 +73,7 @@ def test_checks_fail_where_they_should(demo_catalog, instance, cloud):
     assert not failing("global-linux")
 
     # Deleted: the image is gone (and so is its lineage).
-    cloud.deregister(cloud.get_image(image_id))
+    cloud.deregister(cloud.get(image_id))
     failed = failing("python310")
     assert {"exists_and_available", "tags_complete", "up_to_date"} <= {c for _, c in failed}
     assert "does not exist" in failed[("python310", "exists_and_available")]

@@ -128,7 +128,7 @@ def test_cli_materialization_is_stored_in_postgres(home, postgres, tmp_path, clo
     with dg.DagsterInstance.get() as instance:
         meta = latest(instance, "deploy-linux")
         assert meta["parent_image_id"] == latest(instance, "al2023")["image_id"]
-        assert cloud.get_image(meta["image_id"])["State"] == "available"
+        assert cloud.get(meta["image_id"]).state == "available"
     rows = run([*postgres["psql"], "-c", "SELECT count(*) FROM event_logs "
                 "WHERE dagster_event_type = 'ASSET_MATERIALIZATION' AND asset_key LIKE '%deploy-linux%'"])
     assert rows.strip() == "1"

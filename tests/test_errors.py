@@ -3,9 +3,9 @@
 import botocore.exceptions
 import pytest
 
-from image_assets import cloud as cloudmod
-from image_assets.errors import aws_error_is_transient
+from image_assets.errors import StoreError
 from image_assets.packer import is_transient
+from image_assets.stores.ec2 import Ec2Store, aws_error_is_transient
 
 
 def client_error(code: str) -> botocore.exceptions.ClientError:
@@ -24,13 +24,13 @@ def test_request_errors_are_permanent(code):
 
 
 def test_real_sandbox_errors_are_typed(cloud):
-    with pytest.raises(cloudmod.CloudError) as err:
+    with pytest.raises(StoreError) as err:
         cloud._call("terminate_instances", InstanceIds=["i-0123456789abcdef0"])
     assert not err.value.transient and "InvalidInstanceID" in str(err.value)
-    unreachable = cloudmod.Cloud.__new__(cloudmod.Cloud)
+    unreachable = Ec2Store.__new__(Ec2Store)
     unreachable.target, unreachable.region, unreachable.endpoint = "sandbox", "us-east-1", "http://127.0.0.1:9"
     unreachable.ec2 = unreachable.client(max_attempts=1)
-    with pytest.raises(cloudmod.CloudError) as err:
+    with pytest.raises(StoreError) as err:
         unreachable.check_reachable()
     assert err.value.transient
 

@@ -17,7 +17,7 @@ from conftest import PROJECT, latest, write_demo_catalog
 from image_assets import lifecycle
 from image_assets.assets import image_assets
 from image_assets.catalog import load_catalog
-from image_assets.cloud import connect, tags_of
+from image_assets.stores import ImageRecord, connect
 from image_assets.packer import PackerCli
 
 LINUX_CHAIN = ["service-urllib3", "python310", "global-linux", "al2023"]
@@ -107,7 +107,7 @@ def test_lineage_and_outdated_images(demo_catalog, instance, cloud):
     assert doc["lineage"][-1]["managed"] is False and doc["lineage"][-1]["name"].startswith("al2023-ami-")
     assert doc["problems"] == []
     for child, parent in zip(chain_ids, chain_ids[1:]):  # the tags, one link at a time
-        assert tags_of(cloud.get_image(child))["ParentImageId"] == parent
+        assert cloud.get(child).tags["ParentImageId"] == parent
     text = cli(demo_catalog, instance, "lineage", first["service-urllib3"])
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()[1:]
@@ -178,7 +178,7 @@ def test_revocation(demo_catalog, instance, cloud):
     entries = cli_json(demo_catalog, instance, "revoke", old["global-linux"], "--reason", reason)
     assert {e["image_id"] for e in entries} == set(old.values())  # the old tree, and only it
     assert entries[0]["image_id"] == old["global-linux"]
-    tags = {img["ImageId"]: tags_of(img) for img in cloud.managed_images()}
+    tags = {img.id: img.tags for img in cloud.managed_images()}
     for image_id in old.values():
         value = tags[image_id]["Revoked"]
         assert reason in value and len(value) <= 256
@@ -204,7 +204,7 @@ def test_revocation(demo_catalog, instance, cloud):
     revoked = {e.event_specific_data.asset_observation.metadata["image_id"].value
                for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"}
     assert revoked == set(new.values())
-    tags = {img["ImageId"]: tags_of(img) for img in cloud.managed_images()}
+    tags = {img.id: img.tags for img in cloud.managed_images()}
     assert all("Revoked" not in tags[i] for i in windows.values())
 
     # A child of a revoked parent does not build, and says how to rebuild the parent.
@@ -228,6 +228,11 @@ def _state(cloud):
     images = {i["ImageId"]: i for i in cloud.ec2.describe_images(Owners=["self"])["Images"]}
     snaps = {s["SnapshotId"] for s in cloud.ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
     return images, snaps
+
+
+def tags_of(resource: dict) -> dict[str, str]:
+    """Tags of a boto3 resource, as the test reads the sandbox directly."""
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
 
 
 def _snapshots(image):
@@ -296,13 +301,12 @@ def test_retention(tmp_path, work_dir, instance):
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
 
 
-def _image(image_id, name, created, parent="", managed=True, state="available"):
-    tags = {"ImageName": name, "ParentImageId": parent, "ImageVersion": created}
-    if managed:
-        tags.update(ManagedBy="image-assets", Deployment="default")
-    return {"ImageId": image_id, "CreationDate": created, "State": state,
-            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
-            "BlockDeviceMappings": [{"Ebs": {"SnapshotId": "snap-" + image_id}}]}
+def _image(image_id, name, created, parent="", managed=True, state="available", tags=None):
+    if tags is None:
+        tags = {"ImageName": name, "ParentImageId": parent, "ImageVersion": created}
+        if managed:
+            tags.update(ManagedBy="image-assets", Deployment="default")
+    return ImageRecord(image_id, "", state, created, tags, ("snap-" + image_id,))
 
 
 def test_retention_plan_rules(demo_catalog):
@@ -314,9 +318,8 @@ def test_retention_plan_rules(demo_catalog):
         _image("p1", "python310", day(8), parent="g7"),  # python310 (keep 3) -> its parent g7 stays
         _image("s1", "service-urllib3", day(9), parent="p1"),
         _image("x1", "global-linux", day(30), managed=False),  # unmanaged: not even in the plan
-        {**_image("d1", "global-linux", day(30)),  # another deployment's image: not even in the plan
-         "Tags": [{"Key": "ManagedBy", "Value": "image-assets"}, {"Key": "Deployment", "Value": "team-b"},
-                  {"Key": "ImageName", "Value": "global-linux"}]},
+        _image("d1", "global-linux", day(30), tags={  # another deployment's image: not even in the plan
+            "ManagedBy": "image-assets", "Deployment": "team-b", "ImageName": "global-linux"}),
         _image("o1", "retired-image", day(30)),  # not in the catalog: left alone
         _image("b1", "service-sshd-banner", day(30)),  # asset never materialized here: left alone
         _image("w1", "global-windows", day(30)), _image("w2", "global-windows", day(31)),

@@ -8,10 +8,10 @@ import dagster as dg
 import pytest
 from conftest import free_port, latest, materialize
 
-from image_assets import cloud as cloudmod
 from image_assets import sandbox
 from image_assets.assets import GIT_REFS_TAG, VENDOR_IMAGES_TAG, lookup_vendor
 from image_assets.defs import build_defs
+from image_assets.stores.ec2 import Ec2Store
 
 GIT_ID = ["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false"]
 
@@ -55,7 +55,7 @@ def test_new_roles_tag_rebuilds_exactly_its_subtree_from_the_tagged_commit(demo_
     for name in demo_catalog.images:
         if name in selected:
             assert after[name] != before[name], f"{name} was not rebuilt"
-            tags = cloudmod.tags_of(cloud.get_image(after[name]))
+            tags = cloud.get(after[name]).tags
             if "ansible-roles" in demo_catalog.input_repos(name):
                 assert f"ansible-roles=v1.1.0@{commit}" in tags["GitRefs"]
             parent = demo_catalog.images[name].parent
@@ -75,7 +75,7 @@ def own_sandbox(monkeypatch, request):
     monkeypatch.setenv("IMAGE_ASSETS_SANDBOX_PORT", str(port))
     request.addfinalizer(lambda: sandbox.stop(port))
     sandbox.start(port)
-    return cloudmod.Cloud("sandbox", "us-east-1")
+    return Ec2Store("sandbox", "us-east-1")
 
 
 def test_vendor_release_rebuilds_its_tree_on_exactly_the_image_the_sensor_saw(demo_catalog, instance, own_sandbox):
@@ -89,7 +89,7 @@ def test_vendor_release_rebuilds_its_tree_on_exactly_the_image_the_sensor_saw(de
                                 "--catalog", str(demo_catalog.path)], capture_output=True, text=True, timeout=60)
     assert published.returncode == 0, published.stderr
     release = published.stdout.split()[1]
-    assert lookup_vendor(demo_catalog, "al2023")["ImageId"] == release
+    assert lookup_vendor(demo_catalog, "al2023").id == release
 
     requests, cursor = evaluate(defs, instance, cursor, "vendor_image_sensor")
     assert len(requests) == 1
@@ -100,17 +100,17 @@ def test_vendor_release_rebuilds_its_tree_on_exactly_the_image_the_sensor_saw(de
     # Yet another release lands after the tick, before the run starts: the run must not take it.
     query = demo_catalog.images["al2023"].vendor
     later = sandbox.publish_vendor_image(query.owners, query.name)["ImageId"]
-    assert lookup_vendor(demo_catalog, "al2023")["ImageId"] == later != release
+    assert lookup_vendor(demo_catalog, "al2023").id == later != release
 
     result = materialize(demo_catalog, instance, selection=list(requests[0].asset_selection), tags=requests[0].tags)
     assert result.success
     assert latest(instance, "al2023")["image_id"] == release and latest(instance, "al2023")["pinned"] is True
     for name in selected - {"al2023"}:
         meta = latest(instance, name)
-        tags = cloudmod.tags_of(cloud.get_image(meta["image_id"]))
+        tags = cloud.get(meta["image_id"]).tags
         assert tags["RootImageId"] == meta["root_image_id"] == release, name
         assert tags["ParentImageId"] == latest(instance, demo_catalog.images[name].parent)["image_id"], name
-    assert cloudmod.tags_of(cloud.get_image(latest(instance, "global-linux")["image_id"]))["ParentImageId"] == release
+    assert cloud.get(latest(instance, "global-linux")["image_id"]).tags["ParentImageId"] == release
     assert instance.get_latest_materialization_event(dg.AssetKey(["global-windows"])) is None
 
     # A pin to an image that is gone fails at once, naming it; nothing is built on anything else.

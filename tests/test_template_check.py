@@ -13,7 +13,6 @@ import dagster as dg
 import pytest
 from conftest import PROJECT, latest, materialize, write_demo_catalog
 
-from image_assets import cloud as cloudmod
 from image_assets import template_check, templates
 from image_assets.catalog import load_catalog
 
@@ -186,9 +185,9 @@ def test_a_third_party_template_with_the_drop_in_builds_on_the_sandbox(tmp_path,
     checks = {e.check_name: e for e in result.get_asset_check_evaluations() if e.asset_key == dg.AssetKey(["team-base"])}
     assert checks["template_valid"].passed, checks["template_valid"].description
     meta = latest(instance, "team-base")
-    image = cloud.get_image(meta["image_id"])
-    assert image["State"] == "available" and image["Name"].startswith("team-base-")
-    tags = cloudmod.tags_of(image)
+    image = cloud.get(meta["image_id"])
+    assert image.available and image.name.startswith("team-base-")
+    tags = image.tags
     assert tags["ImageName"] == "team-base" and tags["ParentImageId"] == latest(instance, "al2023")["image_id"]
 
 

@@ -12,6 +12,8 @@ import dagster as dg
 from conftest import latest
 from faultkit import IMAGE, cli_env, inventory, pids_with_env, run_cli, start_cli, write_fault_catalog
 
+from image_assets.catalog import VendorQuery
+
 
 def wait_for(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
@@ -73,7 +75,7 @@ def test_leftovers_of_a_killed_build_are_removed_by_the_next_build(tmp_path, wor
 
 
 def latest_vendor_image(cloud) -> str:
-    return cloud.newest_vendor_image(["amazon"], "al2023-ami-2023.*-kernel-6.1-x86_64")["ImageId"]
+    return cloud.newest_vendor_image(VendorQuery(owners=["amazon"], name="al2023-ami-2023.*-kernel-6.1-x86_64")).id
 
 
 def test_a_dead_runs_packer_still_running_is_stopped_before_its_build_is_removed(tmp_path, work_dir, cloud):

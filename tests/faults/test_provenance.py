@@ -9,7 +9,6 @@ from faultkit import IMAGE, write_fault_catalog
 from image_assets import build as buildmod
 from image_assets import demo
 from image_assets.catalog import load_catalog
-from image_assets.cloud import tags_of
 
 
 def test_git_refs_tag_fits_the_limit_and_a_reused_image_reports_its_own_refs(tmp_path, work_dir, instance, cloud):
@@ -32,8 +31,8 @@ def test_git_refs_tag_fits_the_limit_and_a_reused_image_reports_its_own_refs(tmp
     meta = latest(instance, IMAGE)
     full = " ".join(f"{r}={ref}" for r, ref in sorted(meta["git_refs"].items()))
     assert len(full) > 256 and len(meta["git_refs"]) == 6
-    image = cloud.get_image(meta["image_id"])
-    tag = tags_of(image)["GitRefs"]
+    image = cloud.get(meta["image_id"])
+    tag = image.tags["GitRefs"]
     assert len(tag) <= 256 and tag.startswith("sha256:") and tag == buildmod.git_refs_tag(meta["git_refs"])
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks["tags_complete"], checks
@@ -82,7 +81,7 @@ def test_retention_and_reuse_never_cross_deployments(tmp_path, work_dir, cloud):
         materialize(catalog_for("team-b", "one"), team_b, selection=f"*{IMAGE}")
         b_current = latest(team_b, IMAGE)
         assert b_current["image_id"] != a_old and b_current["reused"] is False  # same inputs, other deployment
-        assert tags_of(cloud.get_image(a_old))["Deployment"] == "team-a"
+        assert cloud.get(a_old).tags["Deployment"] == "team-a"
         catalog_a = catalog_for("team-a", "two")
         materialize(catalog_a, team_a, selection=IMAGE)
         a_current = latest(team_a, IMAGE)["image_id"]
@@ -91,5 +90,5 @@ def test_retention_and_reuse_never_cross_deployments(tmp_path, work_dir, cloud):
                                         dry_run=False, record=lambda _: None)
         assert {d.image_id for d in decisions if d.delete} == {a_old}
         assert b_current["image_id"] not in {d.image_id for d in decisions}
-        assert cloud.get_image(a_old) is None
-        assert cloud.get_image(a_current) and cloud.get_image(b_current["image_id"])
+        assert cloud.get(a_old) is None
+        assert cloud.get(a_current) and cloud.get(b_current["image_id"])

@@ -6,8 +6,9 @@ from faultkit import IMAGE, cli_env, inventory, start_cli, write_fault_catalog
 from test_crash import wait_for
 
 from image_assets import build as buildmod
-from image_assets import cloud as cloudmod
+from image_assets import stores
 from image_assets.catalog import load_catalog
+from image_assets.errors import StoreError
 from image_assets.packer import PackerCli
 
 
@@ -15,17 +16,17 @@ def test_retry_after_the_image_was_made_reuses_it(tmp_path, work_dir, instance, 
     catalog = load_catalog(write_fault_catalog(tmp_path / "p"))
     materialize(catalog, instance, selection="al2023")
     before = inventory(cloud)
-    real = cloudmod.require_available
+    real = stores.Store.require_available
     calls = []
 
     def flaky(cloud_, image_id, role):
         # Packer built the AMI, then verifying it hits a transient error: Dagster retries the step.
         if role.startswith("built") and not calls:
             calls.append(image_id)
-            raise cloudmod.CloudError(f"EC2 DescribeImages failed (RequestLimitExceeded) for {image_id}", transient=True)
+            raise StoreError(f"EC2 DescribeImages failed (RequestLimitExceeded) for {image_id}", transient=True)
         return real(cloud_, image_id, role)
 
-    monkeypatch.setattr(cloudmod, "require_available", flaky)
+    monkeypatch.setattr(stores.Store, "require_available", flaky)
     result = materialize(catalog, instance, selection=IMAGE)
     assert result.success and calls
     retried = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
@@ -36,7 +37,7 @@ def test_retry_after_the_image_was_made_reuses_it(tmp_path, work_dir, instance, 
 
     # The same run again with changed inputs (a retry after a catalog edit): the first attempt's
     # image was built from other inputs, so it is not adopted; the retry builds anew.
-    monkeypatch.setattr(cloudmod, "require_available", real)
+    monkeypatch.setattr(stores.Store, "require_available", real)
     changed = load_catalog(write_fault_catalog(tmp_path / "q", {"payload": "changed"}))
     parent = buildmod.Parent(meta["parent_image_id"], meta["root_image_id"])
     again = buildmod.build_image(changed, IMAGE, parent, result.run_id, PackerCli())

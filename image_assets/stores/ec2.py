@@ -1,0 +1,267 @@
+"""The EC2 store, for the sandbox and aws targets: image lookups, verification, tags, deletion,
+and what dead builds left behind. boto3 and botocore are imported here and nowhere above."""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from datetime import datetime, timedelta
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+from botocore.parsers import ResponseParserError
+
+from image_assets import sandbox
+from image_assets.errors import TRANSIENT_AWS_CODES, StoreError
+from image_assets.stores import MANAGED_BY, ImageRecord, Store
+
+# Network-level failures of an AWS call: the endpoint did not answer.
+TRANSIENT_AWS_EXCEPTIONS = (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError,
+                            botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError)
+LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped"]
+
+
+def aws_error_is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TRANSIENT_AWS_EXCEPTIONS):
+        return True
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return exc.response.get("Error", {}).get("Code", "") in TRANSIENT_AWS_CODES
+    return False
+
+
+def aws_error_code(exc: BaseException) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return exc.response.get("Error", {}).get("Code", "")
+    return type(exc).__name__
+
+
+def _tags(resource: dict) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+
+
+def _snapshots(image: dict) -> tuple[str, ...]:
+    return tuple(m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", [])
+                 if m.get("Ebs", {}).get("SnapshotId"))
+
+
+def record(image: dict) -> ImageRecord:
+    """A DescribeImages entry as an ImageRecord."""
+    return ImageRecord(image["ImageId"], image.get("Name", ""), image.get("State", ""), image.get("CreationDate", ""),
+                       _tags(image), _snapshots(image))
+
+
+_session_lock = threading.Lock()  # a boto3 session is not thread-safe; sensors use threads
+
+
+@functools.lru_cache(maxsize=1)
+def _session() -> boto3.session.Session:
+    """One session per process: its loader keeps the EC2 API model once read (~0.3 s a client)."""
+    return boto3.session.Session()
+
+
+def warm_up() -> None:
+    """Read the EC2 API model into the process's session without any network call. The
+    multiprocess executor's forkserver runs this (image_assets.forkserver_warmup), so every
+    forked step creates its client from memory."""
+    try:
+        with _session_lock:
+            _session().client("ec2", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
+                              aws_access_key_id="warm-up", aws_secret_access_key="warm-up")
+    except Exception:  # a warm-up must never stop the forkserver; steps then load the model themselves
+        pass
+
+
+class Ec2Store(Store):
+    kind = "ec2"
+
+    def __init__(self, target: str, region: str):
+        if target not in ("sandbox", "aws"):
+            raise StoreError(f"target {target!r} has no EC2 API (use sandbox or aws)")
+        self.target, self.region = target, region
+        self.endpoint = sandbox.ensure_running() if target == "sandbox" else None
+        try:
+            self.ec2 = self.client(max_attempts=5)
+        except botocore.exceptions.BotoCoreError as exc:
+            raise self._error("client", exc) from None
+
+    def client(self, max_attempts: int):
+        """An EC2 client for this target; standard retry mode backs off on throttling."""
+        kwargs = {"region_name": self.region,
+                  "config": Config(retries={"mode": "standard", "max_attempts": max_attempts})}
+        if self.endpoint:
+            kwargs.update(
+                endpoint_url=self.endpoint,
+                aws_access_key_id=sandbox.CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=sandbox.CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            )
+        with _session_lock:
+            return _session().client("ec2", **kwargs)
+
+    @property
+    def where(self) -> str:
+        return f"{self.target} ({self.endpoint or 'aws ' + self.region})"
+
+    def packer_env(self) -> dict[str, str]:
+        """Environment for packer: sandbox credentials, or the caller's own AWS chain."""
+        env = {k: v for k, v in os.environ.items() if not (self.endpoint and k.startswith("AWS_"))}
+        env["CHECKPOINT_DISABLE"] = "1"  # no update check calls from build machines
+        if self.endpoint:
+            env["NO_PROXY"] = ",".join(filter(None, [env.get("NO_PROXY"), "127.0.0.1", "localhost"]))
+            env.update(sandbox.CREDENTIALS)
+            env["AWS_POLL_DELAY_SECONDS"] = "1"  # the emulator is instant; AWS's 15 s waiter delay is not
+        return env
+
+    def _error(self, op: str, exc: Exception) -> StoreError:
+        if isinstance(exc, botocore.exceptions.EndpointConnectionError):
+            return StoreError(f"cannot reach the {self.where} EC2 endpoint", transient=True)
+        return StoreError(f"EC2 {op} on {self.where} failed ({aws_error_code(exc)}): {exc}",
+                          transient=aws_error_is_transient(exc))
+
+    def _call(self, op: str, **kwargs):
+        try:
+            return getattr(self.ec2, op)(**kwargs)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise self._error(op, exc) from None
+
+    def _images(self, **kwargs) -> list[dict]:
+        try:
+            pages = self.ec2.get_paginator("describe_images").paginate(**kwargs)
+            return [img for page in pages for img in page["Images"]]
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            if isinstance(exc, botocore.exceptions.ClientError) and kwargs.get("ImageIds") and \
+                    aws_error_code(exc).startswith(("InvalidAMIID",)):
+                return []  # an image id that does not (or no longer) exist
+            raise self._error("DescribeImages", exc) from None
+
+    def check_reachable(self) -> None:
+        self._call("describe_regions")
+
+    def newest_vendor_image(self, query) -> ImageRecord:
+        """Newest by CreationDate, then by name, so an unchanged account always gives the same id."""
+        owners, name = query.owners, query.name
+        images = self._images(Owners=owners, Filters=[{"Name": "name", "Values": [name]}, {"Name": "state", "Values": ["available"]}])
+        if not images:
+            raise StoreError(f"no image in {self.where} matches owners={owners} name={name!r}")
+        return record(max(images, key=lambda i: (i.get("CreationDate", ""), i.get("Name", ""))))
+
+    def get(self, image_id: str) -> ImageRecord | None:
+        found = self._images(ImageIds=[image_id])  # InvalidAMIID.NotFound / .Malformed: none
+        return record(found[0]) if found else None
+
+    def managed_images(self, **tags: str) -> list[ImageRecord]:
+        filters = [{"Name": "tag:ManagedBy", "Values": [MANAGED_BY]}]
+        filters += [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
+        return [record(i) for i in self._images(Owners=["self"], Filters=filters)]
+
+    def tag(self, image_id: str, tags: dict[str, str]) -> None:
+        self._call("create_tags", Resources=[image_id], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+
+    def deprecate(self, image_id: str, at: datetime) -> str:
+        """Set the image's deprecation time; returns what happened (the sandbox may not support it)."""
+        # AWS rounds to the minute and refuses a past time: the next whole minute plus one.
+        when = (at + timedelta(minutes=2)).replace(second=0, microsecond=0)
+        client = self.ec2
+        if self.endpoint:
+            # Measured: moto 5.2.5 answers EnableImageDeprecation with HTTP 500 (not implemented);
+            # a client without retries makes that one quick call instead of five with back-off.
+            client = self.client(max_attempts=1)
+        try:
+            client.enable_image_deprecation(ImageId=image_id, DeprecateAt=when)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, ResponseParserError) as exc:
+            if not self.endpoint:
+                raise self._error("EnableImageDeprecation", exc) from None
+            return f"not set: {self.where} does not support EnableImageDeprecation ({type(exc).__name__})"
+        return f"deprecated at {when.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+
+    def deregister(self, image: ImageRecord) -> list[str]:
+        """Deregister an image and delete its snapshots; returns the snapshot ids deleted."""
+        self._call("deregister_image", ImageId=image.id)
+        for snap in image.snapshots:
+            self._call("delete_snapshot", SnapshotId=snap)
+        return list(image.snapshots)
+
+    # --- What a dead build left behind (issue: crash) ---
+
+    def _live_instances(self, filters: list[dict]) -> list[dict]:
+        pages = self.ec2.get_paginator("describe_instances").paginate(
+            Filters=filters + [{"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}])
+        return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+    def runs_with_leftovers(self, name: str) -> set[str]:
+        """Run ids that still hold a live instance, a volume or an unfinished image of this image."""
+        found = [_tags(i) for i in self._live_instances(_image_filters(name))]
+        found += [_tags(v) for v in self.ec2.describe_volumes(Filters=_image_filters(name))["Volumes"]]
+        found += [i.tags for i in self.managed_images(ImageName=name) if not i.available]
+        return {t["DagsterRunId"] for t in found if t.get("DagsterRunId")}
+
+    def remove_leftovers(self, name: str, run_id: str, log=print) -> list[str]:
+        """Delete what build `run_id` of `name` left; call only for a run known to be dead.
+
+        Packer's temporary key pair and security group (`packer_<uuid>`) carry no tags in 1.6.6; they
+        are found through the tagged instance they were made for, so nothing else is ever touched.
+        """
+        removed: list[str] = []
+        filters = _image_filters(name) + [{"Name": "tag:DagsterRunId", "Values": [run_id]}]
+        instances = self._live_instances(filters)
+        # Terminated instances too: a packer stopped mid-cleanup (its output pipe gone with the dead
+        # step) may have terminated the instance but not yet deleted its key pair and security group.
+        pages = self.ec2.get_paginator("describe_instances").paginate(Filters=filters)
+        every = [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+        groups = {g["GroupId"] for i in every for g in i.get("SecurityGroups", []) if g["GroupName"].startswith("packer_")}
+        keys = {i["KeyName"] for i in every if i.get("KeyName", "").startswith("packer_")}
+        groups &= {g["GroupId"] for g in self.ec2.describe_security_groups()["SecurityGroups"]}
+        keys &= {k["KeyName"] for k in self.ec2.describe_key_pairs()["KeyPairs"]}
+        if instances:
+            ids = [i["InstanceId"] for i in instances]
+            self._call("terminate_instances", InstanceIds=ids)
+            self.ec2.get_waiter("instance_terminated").wait(
+                InstanceIds=ids, WaiterConfig={"Delay": 1 if self.endpoint else 10, "MaxAttempts": 120})
+            removed += ids
+        for group in groups:
+            self._call("delete_security_group", GroupId=group)
+            removed.append(group)
+        for key in keys:
+            self._call("delete_key_pair", KeyName=key)
+            removed.append(key)
+        # Images: unfinished ones tagged with the run, and untagged ones packer named for it (AMI tags
+        # are added only once the AMI is available). A finished, tagged image stays: it is reusable.
+        tagged = [i for i in self._images(Owners=["self"], Filters=filters) if i.get("State") != "available"]
+        named = [i for i in self._images(Owners=["self"], Filters=[{"Name": "name", "Values": [f"{name}-*.{run_id[:8]}"]}])
+                 if "ManagedBy" not in _tags(i)]
+        for image in {i["ImageId"]: record(i) for i in tagged + named}.values():
+            removed += [image.id, *self.deregister(image)]
+        in_use = {s for i in self._images(Owners=["self"]) for s in _snapshots(i)}
+        for snap in self.ec2.describe_snapshots(OwnerIds=["self"], Filters=filters)["Snapshots"]:
+            if snap["SnapshotId"] not in in_use:
+                self._call("delete_snapshot", SnapshotId=snap["SnapshotId"])
+                removed.append(snap["SnapshotId"])
+        for volume in self.ec2.describe_volumes(Filters=filters)["Volumes"]:
+            if volume["State"] == "available":
+                self._call("delete_volume", VolumeId=volume["VolumeId"])
+                removed.append(volume["VolumeId"])
+        if removed:
+            log(f"{name}: removed what dead build {run_id} left: {' '.join(removed)}")
+        return removed
+
+
+def _image_filters(name: str) -> list[dict]:
+    return [{"Name": "tag:ManagedBy", "Values": [MANAGED_BY]}, {"Name": "tag:ImageName", "Values": [name]}]
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(target: str, region: str, endpoint: str | None) -> Ec2Store:
+    """One client per target, region and sandbox endpoint per process (creating one costs ~0.15 s)."""
+    return Ec2Store(target, region)
+
+
+def connect(target: str, region: str) -> Ec2Store:
+    """A cached store; for the sandbox, (re)started first if it is not running."""
+    if target != "sandbox":
+        return _cached(target, region, None)
+    try:
+        endpoint = sandbox.ensure_running()
+    except RuntimeError as exc:  # e.g. the port is held by something else: say which endpoint
+        raise StoreError(f"the sandbox EC2 endpoint {sandbox.endpoint()} is unusable: {exc}") from None
+    return _cached(target, region, endpoint)

@@ -1,0 +1,81 @@
+"""The store interface: nothing above image_assets/stores imports boto3 or botocore, and the EC2
+store answers the interface on the sandbox with typed records."""
+
+import ast
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from image_assets import stores
+from image_assets.catalog import VendorQuery
+from image_assets.errors import StoreError
+from image_assets.stores.ec2 import Ec2Store
+
+PACKAGE = Path(stores.__file__).resolve().parent.parent
+STORE_LIBRARIES = {"boto3", "botocore", "docker"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            out.add(node.module)
+            out.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return out
+
+
+def test_nothing_above_the_store_imports_boto3_or_botocore():
+    above = sorted(PACKAGE.glob("*.py")) + [PACKAGE / "stores" / "__init__.py"]
+    assert len(above) > 10
+    offenders = {path.name: sorted(m for m in imported_modules(path) if m.split(".")[0] in STORE_LIBRARIES)
+                 for path in above}
+    assert {name: mods for name, mods in offenders.items() if mods} == {}
+    # Only the forkserver warm-up names a kind of store: it preloads the EC2 API model.
+    kinds = {f"image_assets.stores.{kind}" for kind in stores.KINDS.values()}
+    naming = {path.name for path in PACKAGE.glob("*.py")
+              if any(m.startswith(tuple(kinds)) for m in imported_modules(path))}
+    assert naming <= {"forkserver_warmup.py"}
+
+
+def test_connect_knows_each_target_and_refuses_others(cloud):
+    store = stores.connect("sandbox", "us-east-1")
+    assert store.kind == "ec2" and isinstance(store, stores.Store)
+    assert stores.connect("sandbox", "us-east-1") is store  # one per process
+    assert store.endpoint and store.endpoint in store.where
+    with pytest.raises(StoreError, match="has no image store"):
+        stores.connect("nowhere", "us-east-1")
+
+
+def test_the_ec2_store_on_the_sandbox(cloud: Ec2Store):
+    vendor = cloud.newest_vendor_image(VendorQuery(owners=["amazon"], name="al2023-ami-2023.*-kernel-6.1-x86_64"))
+    assert isinstance(vendor, stores.ImageRecord) and vendor.available and not vendor.managed
+    assert vendor.name.startswith("al2023-ami-") and vendor.created
+    assert cloud.get(vendor.id) == vendor
+    assert cloud.get("ami-0123456789abcdef0") is None and cloud.get("not-an-id") is None
+    with pytest.raises(StoreError, match="does not exist"):
+        cloud.require_available("ami-0123456789abcdef0", "parent (x)")
+    with pytest.raises(StoreError, match="no image"):
+        cloud.newest_vendor_image(VendorQuery(owners=["amazon"], name="no-such-image-*"))
+
+    # An image of ours, made by hand: tags as a record, reuse, revocation, leftovers, deregistration.
+    instance = cloud.ec2.run_instances(ImageId=vendor.id, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    image_id = cloud.ec2.create_image(InstanceId=instance, Name="store-test")["ImageId"]
+    cloud.ec2.terminate_instances(InstanceIds=[instance])
+    tags = {"ManagedBy": stores.MANAGED_BY, "ImageName": "store-test", "Fingerprint": "f1", "DagsterRunId": "r1"}
+    cloud.tag(image_id, tags)
+    made = cloud.require_available(image_id, "built (store-test)")
+    assert made.managed and made.tags == tags and made.snapshots and not made.revoked
+    assert [i.id for i in cloud.managed_images(ImageName="store-test")] == [image_id]
+    assert cloud.find_reusable(ImageName="store-test", Fingerprint="f1") == made
+    assert cloud.find_reusable(ImageName="store-test", Fingerprint="f2") is None
+    assert cloud.runs_with_leftovers("store-test") == set()  # an available image is no leftover
+    assert cloud.deprecate(image_id, datetime.now(timezone.utc)).startswith("not set: sandbox")
+    cloud.tag(image_id, {"Revoked": "2026-01-01T00:00:00Z: test"})
+    assert cloud.get(image_id).revoked and cloud.find_reusable(ImageName="store-test") is None
+    assert cloud.deregister(cloud.get(image_id)) == list(made.snapshots)
+    assert cloud.get(image_id) is None
+    snapshots = {s["SnapshotId"] for s in cloud.ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert not set(made.snapshots) & snapshots
