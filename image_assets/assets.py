@@ -62,6 +62,8 @@ def _description(catalog: Catalog, name: str) -> str:
     image = catalog.images[name]
     if image.description:
         return image.description
+    if image.vendor and catalog.target == "local":
+        return f"Vendor image: {image.vendor.image!r} in the local docker daemon (looked up, not built)"
     if image.vendor:
         return f"Vendor image: newest of owners {image.vendor.owners} named {image.vendor.name!r} (looked up, not built)"
     return f"{image.layer.value} image built by packer from {image.template} on {image.parent}"

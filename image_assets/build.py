@@ -415,7 +415,8 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
                                    on_start=lock.record_packer)
     finally:
         var_file.unlink(missing_ok=True)
-    image_id = artifact.rpartition(":")[2]
+    # amazon-ebs: "<region>:<ami id>"; docker: the image id itself ("sha256:<hex>")
+    image_id = artifact if stores.kind_of(target) == "docker" else artifact.rpartition(":")[2]
     _verify(store, name, image_id, tags, log)
     shutil.rmtree(work, ignore_errors=True)
     return Built(image_id, region, parent.image_id, parent.root_image_id, fp, False, resolved.git_refs,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from image_assets import templates
 from image_assets.gitrepos import redact_url
@@ -84,8 +84,20 @@ class Repo(_Model):
 
 
 class VendorQuery(_Model):
-    owners: list[str] = Field(min_length=1)
-    name: str = Field(min_length=1)
+    """An EC2 lookup (owners and name, for sandbox and aws) and/or `image`: an image reference in
+    the local docker daemon (for local)."""
+
+    owners: list[str] | None = Field(None, min_length=1)
+    name: str | None = Field(None, min_length=1)
+    image: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _lookup(self):
+        if (self.owners is None) != (self.name is None):
+            raise ValueError("an EC2 lookup needs both owners and name")
+        if self.owners is None and self.image is None:
+            raise ValueError("a vendor query needs owners and name (EC2), or image (local docker), or both")
+        return self
 
 
 class Retention(_Model):
@@ -370,6 +382,7 @@ def _check_graph(catalog: Catalog) -> None:
         if img.parent and LAYER_RANK[img.layer.value] < LAYER_RANK[catalog.images[img.parent].layer.value]:
             fail(name, "layer", f"a {img.layer.value} image cannot sit on {img.parent!r} "
                                 f"({catalog.images[img.parent].layer.value}): layers go vendor > global > product > service")
+    _check_target(catalog)
     for name, img in catalog.images.items():
         template_dir = catalog.template_dir(name)
         if template_dir is None or img.layer is Layer.vendor:
@@ -388,6 +401,27 @@ def _check_graph(catalog: Catalog) -> None:
     for repo in catalog.repos:
         if repo not in used:
             raise CatalogError(f"{catalog.path}: repo {repo!r}, field 'repos': no image uses this repo")
+
+
+def _check_target(catalog: Catalog) -> None:
+    """What the target needs of each image: a vendor lookup of its kind; for local, a template
+    with a docker source (the Windows templates have none: docker runs no Windows images here)."""
+    target = catalog.target
+    for name, img in catalog.images.items():
+        if img.vendor and target == "local" and not img.vendor.image:
+            raise CatalogError(f"{catalog.path}: image {name!r}, field 'vendor.image': target 'local' looks vendor "
+                               "images up in the local docker daemon: set vendor.image (an image reference)")
+        if img.vendor and target != "local" and img.vendor.owners is None:
+            raise CatalogError(f"{catalog.path}: image {name!r}, field 'vendor': target {target!r} looks vendor "
+                               "images up in EC2: set vendor.owners and vendor.name")
+        template_dir = catalog.template_dir(name)
+        if target != "local" or img.layer is Layer.vendor or template_dir is None or not template_dir.is_dir():
+            continue
+        text = "".join(p.read_text(errors="replace") for p in template_dir.glob("*.pkr.hcl"))
+        if not re.search(r'source\s+"docker"\s+"local"', text):
+            raise CatalogError(f"{catalog.path}: image {name!r}, field 'template': target 'local' builds with the "
+                               f"docker.local source, which {template_dir} does not define (Windows templates have "
+                               "none: Windows images build on sandbox or aws, not in docker)")
 
 
 def check_variables(path: Path, name: str, img: Image, template_dir: Path) -> None:

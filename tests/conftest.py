@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from image_assets import demo, sandbox
+from image_assets import demo, dockerd, sandbox
 from image_assets.catalog import load_catalog
 from image_assets.assets import image_assets
 from image_assets.packer import PackerCli
@@ -39,6 +39,26 @@ def sandbox_session(tmp_path_factory):
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def docker_daemon(sandbox_session):
+    """A docker daemon for the local target (started if none answers; stopped only if started here)."""
+    try:
+        started = dockerd.start()
+    except dockerd.DockerUnavailable as exc:
+        pytest.skip(f"docker cannot run on this machine: {exc}")
+    yield
+    if started:
+        dockerd.stop()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_daemon):
+    """The local target's vendor image (made once: debootstrap bullseye, imported)."""
+    ref, seconds = dockerd.base_image()
+    print(f"base image {dockerd.BASE_IMAGE} {ref}: " + ("present" if seconds is None else f"made in {seconds:.0f} s"))
+    return ref
 
 
 @pytest.fixture

@@ -24,24 +24,6 @@ HOST_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # holds the host's loc
 HOST_LOCAL_CAS = sorted(Path("/usr/local/share/ca-certificates").glob("**/*.crt"))
 
 
-@pytest.fixture(scope="session")
-def docker_daemon():
-    try:
-        started = dockerd.start()
-    except dockerd.DockerUnavailable as exc:
-        pytest.skip(f"docker cannot run on this machine: {exc}")
-    yield
-    if started:
-        dockerd.stop()
-
-
-@pytest.fixture(scope="session")
-def base_image(docker_daemon):
-    ref, seconds = dockerd.base_image()
-    print(f"base image {dockerd.BASE_IMAGE} {ref}: " + ("present" if seconds is None else f"made in {seconds:.0f} s"))
-    return ref
-
-
 def docker(*args, timeout=120):
     return dockerd.docker(*args, timeout=timeout)
 

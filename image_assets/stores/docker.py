@@ -1,0 +1,159 @@
+"""The docker store, for the local target: images in the local docker daemon, through the docker
+CLI (image_assets.dockerd's client, every call with a timeout).
+
+Tags are the image's labels (the template sets `LABEL k=v` for each of var.tags). Labels cannot
+change once an image exists, so tags added later (Revoked) live in a side record, one JSON file
+per image id in the state dir, merged over the labels. Packer 1.6.6 gives its build container no
+labels and the template's run_command adds none, so no container can be tied to a run:
+runs_with_leftovers and remove_leftovers find nothing (a dead build's container stays, harmless,
+until `docker container prune`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+from datetime import datetime, timezone
+
+from image_assets import dockerd
+from image_assets.errors import StoreError
+from image_assets.stores import MANAGED_BY, ImageRecord, Store
+
+
+def _utc(created: str) -> str:
+    """Docker's Created (RFC 3339, nanoseconds, maybe an offset) as ISO 8601 UTC text."""
+    text = created.strip()
+    if not text:
+        return ""
+    head, _, frac = text.partition(".")
+    zone = ""
+    for sign in ("Z", "+", "-"):
+        if sign in frac:
+            frac, _, rest = frac.partition(sign)
+            zone = "+00:00" if sign == "Z" else sign + rest
+            break
+    else:
+        if head.endswith("Z"):
+            head, zone = head[:-1], "+00:00"
+    when = datetime.fromisoformat(head + (f".{frac[:6]}" if frac else "") + (zone or "+00:00"))
+    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class DockerStore(Store):
+    kind = "docker"
+    endpoint = None
+
+    def __init__(self, target: str, region: str):
+        self.target, self.region = target, region
+        self.extra_dir = dockerd.state_dir() / "docker-tags"
+
+    @property
+    def where(self) -> str:
+        return "local (docker)"
+
+    def _docker(self, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
+        try:
+            return dockerd.docker(*args, timeout=timeout, check=check)
+        except dockerd.DockerUnavailable as exc:
+            raise StoreError(f"{self.where}: {exc}") from None
+        except subprocess.TimeoutExpired:
+            raise StoreError(f"{self.where}: docker {args[0]} did not answer in {timeout:.0f} s", transient=True) from None
+        except RuntimeError as exc:
+            raise StoreError(f"{self.where}: {exc}") from None
+
+    def check_reachable(self) -> None:
+        if not dockerd.is_running():
+            raise StoreError(f"{self.where}: no docker daemon answers {dockerd.docker_bin()} "
+                             "(start one: python -m image_assets.dockerd start)", transient=True)
+
+    def packer_env(self) -> dict[str, str]:
+        env = dockerd.client_env()
+        env["CHECKPOINT_DISABLE"] = "1"
+        return env
+
+    def _extra(self, image_id: str) -> dict[str, str]:
+        try:
+            return json.loads((self.extra_dir / f"{image_id.replace(':', '_')}.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _inspect(self, refs: list[str]) -> list[ImageRecord]:
+        if not refs:
+            return []
+        done = self._docker("image", "inspect", *refs, check=False)
+        try:
+            found = json.loads(done.stdout or "[]")
+        except ValueError:
+            found = []
+        if done.returncode != 0 and not found and "No such image" not in done.stderr:
+            raise StoreError(f"{self.where}: docker image inspect failed: {done.stderr.strip()}")
+        out = []
+        for info in found:
+            labels = dict((info.get("Config") or {}).get("Labels") or {})
+            name = (info.get("RepoTags") or [labels.get("Name", "")])[0]
+            out.append(ImageRecord(info["Id"], name, "available", _utc(info.get("Created", "")),
+                                   {**labels, **self._extra(info["Id"])}))
+        return out
+
+    def newest_vendor_image(self, query) -> ImageRecord:
+        if not getattr(query, "image", None):
+            raise StoreError(f"{self.where}: the vendor query has no `image` (an image reference in the local daemon)")
+        found = self._inspect([query.image])
+        if not found:
+            raise StoreError(f"no image {query.image!r} in {self.where} (make the base image: "
+                             "python -m image_assets.dockerd base-image)")
+        return found[0]
+
+    def get(self, image_id: str) -> ImageRecord | None:
+        found = self._inspect([image_id])
+        return found[0] if found else None
+
+    def managed_images(self, **tags: str) -> list[ImageRecord]:
+        filters = [f"label=ManagedBy={MANAGED_BY}"]
+        extra = {}
+        for k, v in tags.items():
+            if k == "Revoked":  # side-record tags are matched after merging
+                extra[k] = v
+            else:
+                filters.append(f"label={k}={v}")
+        # -a: without it an image that has children (a parent layer) is not listed
+        args = ["images", "-a", "-q", "--no-trunc"] + [a for f in filters for a in ("--filter", f)]
+        ids = list(dict.fromkeys(self._docker(*args).stdout.split()))
+        return [i for i in self._inspect(ids) if all(i.tags.get(k) == v for k, v in extra.items())]
+
+    def tag(self, image_id: str, tags: dict[str, str]) -> None:
+        if self.get(image_id) is None:
+            raise StoreError(f"image {image_id} does not exist in {self.where}")
+        self.extra_dir.mkdir(parents=True, exist_ok=True)
+        path = self.extra_dir / f"{image_id.replace(':', '_')}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**self._extra(image_id), **tags}))
+        tmp.replace(path)
+
+    def deprecate(self, image_id: str, at: datetime) -> str:
+        return f"not set: {self.where} has no image deprecation"
+
+    def deregister(self, image: ImageRecord) -> list[str]:
+        done = self._docker("rmi", image.id, timeout=120, check=False)
+        if done.returncode != 0 and "No such image" not in done.stderr:
+            raise StoreError(f"{self.where}: docker rmi {image.id} failed: {done.stderr.strip()}")
+        (self.extra_dir / f"{image.id.replace(':', '_')}.json").unlink(missing_ok=True)
+        return []
+
+    def runs_with_leftovers(self, name: str) -> set[str]:
+        return set()  # packer 1.6.6's build container carries no labels (see the module docstring)
+
+    def remove_leftovers(self, name: str, run_id: str, log=print) -> list[str]:
+        return []
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(target: str, region: str, state: str) -> DockerStore:
+    return DockerStore(target, region)
+
+
+def connect(target: str, region: str) -> DockerStore:
+    if target != "local":
+        raise StoreError(f"target {target!r} has no docker store (use local)")
+    return _cached(target, region, str(dockerd.state_dir()))
