@@ -311,11 +311,9 @@ def resolve(catalog: Catalog, name: str, parent: Parent, work: Path,
         except CatalogError as exc:
             raise BuildError(str(exc)) from None
     content = {}
-    for key, source in image.content.items():
-        repo, _, path = source.partition(":") if ":" in source else ("", "", source)
+    for key in image.content:
+        repo, path = catalog.content_ref(name, key)  # the catalog made sure a repo is an input
         if repo:
-            if repo not in refs:
-                raise BuildError(f"image {name!r}, field 'content.{key}': repo {repo!r} is not an input of this image")
             found = (work / "repos" / repo / path).resolve()
             where = f"{path or '/'} in repo {repo!r} at {refs[repo].tag}"
         else:

@@ -202,6 +202,13 @@ class Catalog(_Model):
         repo, path = self.template_ref(name)
         return None if repo else (self.root_dir / path).resolve()
 
+    def content_ref(self, name: str, key: str) -> tuple[str | None, str]:
+        """(repo or None, path) of one `content` entry: "<repo>:<path>" in an input repo, else a
+        path relative to this file."""
+        source = self.images[name].content[key]
+        repo, sep, path = source.partition(":")
+        return (repo, path) if sep else (None, source)
+
     def input_repos(self, name: str) -> list[str]:
         """Repos whose tags rebuild this image: its `repos` plus its template's repo."""
         repo, _ = self.template_ref(name)
@@ -363,8 +370,8 @@ def _check_graph(catalog: Catalog) -> None:
                 if var in templates.INJECTED:
                     fail(name, f"{field}.{var}", f"{var!r} is injected by the build; a catalog variable may not "
                                                  f"reuse an injected name ({', '.join(templates.INJECTED)})")
-        for key, source in img.content.items():  # read as the build resolves it (build.py)
-            repo, _, rel = source.partition(":") if ":" in source else ("", "", source)
+        for key in img.content:
+            repo, rel = catalog.content_ref(name, key)
             if repo and repo not in catalog.input_repos(name):
                 fail(name, f"content.{key}", f"repo {repo!r} is not an input of this image "
                                              f"(inputs: {', '.join(catalog.input_repos(name)) or 'none'})")
