@@ -103,7 +103,7 @@ def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
     spec = dg.AssetSpec(key, deps=[image.parent], group_name=image.layer.value,
                         kinds={"packer", store_kind(catalog.target)}, description=_description(catalog, name))
 
-    @dg.multi_asset(name=name.replace("-", "_"), specs=[spec], check_specs=checks.check_specs(name),
+    @dg.multi_asset(name=name.replace("-", "_"), specs=[spec], check_specs=checks.check_specs(catalog, name),
                     can_subset=True, pool="packer", retry_policy=RETRY_POLICY)
     def _built(context: dg.AssetExecutionContext, packer: PackerCli):
         metadata = None

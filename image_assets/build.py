@@ -401,6 +401,7 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
                 "input_dirs": {repo: str((work / "repos" / repo).resolve()) for repo in resolved.refs},
                 "content_dirs": {key: str(path) for key, path in resolved.content_dirs.items()}}
     variables.update({k: v for k, v in optional.items() if k in declared})
+    variables.update({k: v for k, v in store.build_variables().items() if k in declared and k not in image.variables})
     work.mkdir(parents=True, exist_ok=True)
     var_file = work / "variables.pkrvars.json"
     fd = os.open(var_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

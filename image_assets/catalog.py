@@ -12,7 +12,7 @@ import re
 from datetime import timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -121,6 +121,16 @@ class Secret(_Model):
     env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+class Compliance(_Model):
+    """OpenSCAP scoring of an image's filesystem (target local): an SCAP Security Guide profile
+    (`standard`, `anssi_np_nt28_average`, ...) or, with `tailoring`, a profile that file defines.
+    It holds for the image and every image built on it, unless one declares its own."""
+
+    profile: str = Field("standard", pattern=r"^[A-Za-z0-9_.-]+$")
+    min_pass_ratio: float = Field(0.0, ge=0, le=1)
+    tailoring: str | None = None  # an XCCDF tailoring file, relative to this catalog file
+
+
 class Image(_Model):
     layer: Layer
     parent: str | None = None
@@ -135,6 +145,10 @@ class Image(_Model):
     vendor: VendorQuery | None = None
     retention: Retention = Retention()
     description: str | None = None
+    # Shell commands that must succeed inside the built image, in order, in one throwaway
+    # container (target local), before any child builds on it.
+    tests: list[Annotated[str, Field(min_length=1)]] = []
+    compliance: Compliance | None = None
 
     @field_validator("variables")
     @classmethod
@@ -208,6 +222,18 @@ class Catalog(_Model):
         source = self.images[name].content[key]
         repo, sep, path = source.partition(":")
         return (repo, path) if sep else (None, source)
+
+    def compliance(self, name: str) -> tuple[str, Compliance] | None:
+        """(the image that declares it, the compliance) in force for an image: its own, else its
+        nearest ancestor's, so a hardening standard set on a global image binds its descendants."""
+        for ancestor in self.chain(name):
+            if self.images[ancestor].compliance:
+                return ancestor, self.images[ancestor].compliance
+        return None
+
+    def tailoring_path(self, name: str) -> Path | None:
+        found = self.compliance(name)
+        return (self.root_dir / found[1].tailoring).resolve() if found and found[1].tailoring else None
 
     def input_repos(self, name: str) -> list[str]:
         """Repos whose tags rebuild this image: its `repos` plus its template's repo."""
@@ -377,6 +403,10 @@ def _check_graph(catalog: Catalog) -> None:
                                              f"(inputs: {', '.join(catalog.input_repos(name)) or 'none'})")
             if not repo and not (catalog.root_dir / rel).exists():
                 fail(name, f"content.{key}", f"{(catalog.root_dir / rel).resolve()} does not exist")
+        if img.compliance and img.compliance.tailoring and not (catalog.root_dir / img.compliance.tailoring).is_file():
+            fail(name, "compliance.tailoring", f"{(catalog.root_dir / img.compliance.tailoring).resolve()} does not exist")
+        if img.layer is Layer.vendor and img.tests:
+            fail(name, "tests", "a vendor image is looked up, not built: its tests would never run")
     for name in catalog.images:
         seen = [name]
         parent = catalog.images[name].parent

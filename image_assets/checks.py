@@ -1,12 +1,14 @@
 """Asset checks on every built image: exists_and_available, tags_complete, not_revoked,
-template_valid, up_to_date.
+template_valid, up_to_date; and, where the catalog declares them, image_tests and compliance
+(the image's content run in a container and scanned by OpenSCAP; blocking).
 
 They are declared on the image's asset and run in its step, right after the build, so a run
 pays no second step per image. They still report the image as it is now, not as it was built:
 an image is revoked, deleted by hand or by retention, re-tagged, or its parent asset rebuilt,
 and "Execute checks" in the UI (or a check-only selection) subsets the step to the checks
-alone, without building. The first three are blocking: a failure fails the step, so children
-never build on a missing, untraceable or revoked image within that run. template_valid (ERROR)
+alone, without building. The first three are blocking, and so are image_tests and compliance:
+a failure fails the step, so children never build on a missing, untraceable, revoked, broken or
+less hardened image within that run. template_valid (ERROR)
 and up_to_date (WARN) are not: an outdated image is still a sound parent, and a broken template
 fails its own build.
 
@@ -16,7 +18,9 @@ Definition time is cheap: specs only; the store, Dagster instance and packer are
 import dataclasses
 import json
 import os
+import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,11 +28,11 @@ from pathlib import Path
 import dagster as dg
 
 from image_assets import build as buildmod
-from image_assets import gitrepos, lineage, template_check, templates
+from image_assets import gitrepos, lineage, scan, template_check, templates
 from image_assets import secrets as secretsmod
 from image_assets.catalog import Catalog
 from image_assets.errors import StoreError
-from image_assets.stores import MANAGED_BY, ImageRecord, connect
+from image_assets.stores import MANAGED_BY, ImageRecord, Store, connect
 from image_assets.packer import PackerCli, PackerError, Redactor, resolve_binary
 from image_assets.records import latest_metadata
 
@@ -37,7 +41,10 @@ TAGS = "tags_complete"
 NOT_REVOKED = "not_revoked"
 TEMPLATE = "template_valid"
 UP_TO_DATE = "up_to_date"
-CHECKS = (EXISTS, TAGS, NOT_REVOKED, TEMPLATE, UP_TO_DATE)
+IMAGE_TESTS = "image_tests"
+COMPLIANCE = "compliance"
+CHECKS = (EXISTS, TAGS, NOT_REVOKED, TEMPLATE, UP_TO_DATE)  # on every built image
+TEST_TIMEOUT = 600  # seconds for all of one image's tests
 REQUIRED_TAGS = ("ManagedBy", "Deployment", "ImageName", "ImageLayer", "ImageVersion", "ParentImageId",
                  "RootImageId", "Fingerprint", "GitRefs", "DagsterRunId")
 PACKER_TIMEOUT = 120  # seconds for one packer validate/fmt; a hung one fails the check instead of the step
@@ -50,13 +57,23 @@ _DESCRIPTIONS = {
     TEMPLATE: "`packer validate -syntax-only`, `packer fmt -check`, `packer validate` with the catalog "
               "variables, and the template contract (`python -m image_assets check-template`) pass on the image's template.",
     UP_TO_DATE: "The image was built on the current image of its parent asset (and so were its ancestors).",
+    IMAGE_TESTS: "The catalog's `tests` commands succeed, in order, in a throwaway container of the image "
+                 "(target local; elsewhere reported as not run).",
+    COMPLIANCE: "OpenSCAP scores the image's filesystem at least `compliance.min_pass_ratio` and it passes every "
+                "rule its parent passes (target local; elsewhere reported as not run).",
 }
-BLOCKING = {EXISTS, TAGS, NOT_REVOKED}
+BLOCKING = {EXISTS, TAGS, NOT_REVOKED, IMAGE_TESTS, COMPLIANCE}
 
 
-def check_specs(name: str) -> list[dg.AssetCheckSpec]:
+def image_checks(catalog: Catalog, name: str) -> tuple[str, ...]:
+    """The checks of one built image: every image's, plus its tests and compliance when declared."""
+    extra = (IMAGE_TESTS,) if catalog.images[name].tests else ()
+    return CHECKS + extra + ((COMPLIANCE,) if catalog.compliance(name) else ())
+
+
+def check_specs(catalog: Catalog, name: str) -> list[dg.AssetCheckSpec]:
     return [dg.AssetCheckSpec(check, asset=name, blocking=check in BLOCKING, description=_DESCRIPTIONS[check])
-            for check in CHECKS]
+            for check in image_checks(catalog, name)]
 
 
 def _result(name: str, check: str, passed: bool, description: str, severity=dg.AssetCheckSeverity.ERROR,
@@ -126,6 +143,87 @@ def up_to_date(catalog: Catalog, name: str, chain: list[lineage.Link], current: 
     description = fresh.cause or f"built on {fresh.built_on}, the current image of {fresh.parent!r}"
     return _result(name, UP_TO_DATE, fresh.status == "current", description, severity=dg.AssetCheckSeverity.WARN,
                    status=fresh.status, built_on=fresh.built_on, expected_parent=fresh.expected_parent or "")
+
+
+# --- image_tests and compliance: the image's content, run and scanned --------------------------
+
+
+def _not_run(name: str, check: str, store: Store) -> dg.AssetCheckResult:
+    # Never a pass: a WARN failure does not block children (nothing was learned about the image).
+    return _result(name, check, False, f"not run on {store.where}: {store.cannot_run}",
+                   severity=dg.AssetCheckSeverity.WARN, status="not run")
+
+
+def _masker(catalog: Catalog, name: str) -> Redactor:
+    """Masks what the image's build was given as secret: its secrets (from the environment, when
+    set here), sensitive catalog variables and cloud credentials."""
+    image = catalog.images[name]
+    template_dir = catalog.template_dir(name)
+    try:
+        declared = templates.declared_variables(template_dir) if template_dir else {}
+    except templates.TemplateError:
+        declared = {}
+    values = list(secretsmod.sensitive_variables(name, image, declared).values)
+    values += [os.environ[s.env] for s in image.secrets.values() if os.environ.get(s.env)]
+    return Redactor(values)
+
+
+def image_tests(catalog: Catalog, name: str, image_id: str, store: Store) -> dg.AssetCheckResult:
+    if store.cannot_run:
+        return _not_run(name, IMAGE_TESTS, store)
+    commands = catalog.images[name].tests
+    redact = _masker(catalog, name)
+    started = time.monotonic()
+    try:
+        ran = store.run_commands(image_id, commands, TEST_TIMEOUT)
+    except StoreError as exc:
+        return _result(name, IMAGE_TESTS, False, redact(f"image tests could not run on {image_id}: {exc}"))
+    seconds = time.monotonic() - started
+    results = [{"command": redact(r.command), "exit_code": r.exit_code, "output": redact(r.output)[-OUTPUT_LIMIT:]}
+               for r in ran]
+    failed = [r for r in results if r["exit_code"] != 0]
+    if failed:
+        first = failed[0]
+        description = (f"{len(failed)} of {len(commands)} image tests failed in {image_id}; first: "
+                       f"`{first['command']}` exited {first['exit_code']}: {first['output'][-500:]}")
+    else:
+        description = f"{len(commands)} image test(s) passed in a container of {image_id} ({seconds:.1f} s)"
+    return _result(name, IMAGE_TESTS, not failed, description, status="failed" if failed else "passed",
+                   tests_passed=len(results) - len(failed), tests_failed=len(failed), seconds=round(seconds, 2),
+                   results=dg.MetadataValue.json(results))
+
+
+def compliance(catalog: Catalog, name: str, meta: dict, store: Store) -> dg.AssetCheckResult:
+    if store.cannot_run:
+        return _not_run(name, COMPLIANCE, store)
+    declared_by, policy = catalog.compliance(name)
+    tailoring = catalog.tailoring_path(name)
+    parent_id = meta.get("parent_image_id")
+    try:
+        own = scan.scan_image(store, meta["image_id"], policy.profile, tailoring)
+        parent = scan.scan_image(store, parent_id, policy.profile, tailoring) if parent_id else None
+    except (StoreError, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        return _result(name, COMPLIANCE, False, f"OpenSCAP scan of {meta['image_id']} failed: {exc}")
+    # A layer never undoes hardening: every rule the parent passes must still pass.
+    undone = sorted(r.split("_rule_")[-1] for r, v in (parent.rules if parent else {}).items()
+                    if v == "pass" and own.rules.get(r) != "pass")
+    problems = []
+    if own.ratio < policy.min_pass_ratio:
+        problems.append(f"pass ratio {own.ratio:.2f} is under the floor {policy.min_pass_ratio:.2f}")
+    if undone:
+        problems.append(f"{len(undone)} rule(s) its parent {catalog.images[name].parent!r} passes now fail: "
+                        + ", ".join(undone))
+    score = (f"{own.passed} pass / {own.failed} fail / {own.notapplicable} not applicable "
+             f"(ratio {own.ratio:.2f}; parent {parent.passed if parent else '-'} pass)")
+    description = (f"{'; '.join(problems)}. " if problems else "") + \
+        f"{score}, profile {policy.profile} (set on {declared_by!r}), SCAP content {own.content_version}"
+    return _result(name, COMPLIANCE, not problems, description,
+                   rules_passed=own.passed, rules_failed=own.failed, rules_notapplicable=own.notapplicable,
+                   other=dg.MetadataValue.json(own.other), ratio=round(own.ratio, 3),
+                   min_pass_ratio=policy.min_pass_ratio, parent_rules_passed=parent.passed if parent else -1,
+                   undone=dg.MetadataValue.json(undone), profile=own.profile, declared_by=declared_by,
+                   tailoring=str(tailoring or ""), content=own.content, content_version=own.content_version,
+                   report=dg.MetadataValue.path(own.report), seconds=own.seconds)
 
 
 # --- template_valid ---------------------------------------------------------------------------
@@ -248,7 +346,7 @@ def evaluate(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected
     meta = metadata or latest_metadata(instance, name)
     if TEMPLATE in selected:
         yield template_valid(packer, catalog, name, meta)
-    store_checks = [c for c in CHECKS if c in selected and c != TEMPLATE]
+    store_checks = [c for c in image_checks(catalog, name) if c in selected and c != TEMPLATE]
     if not store_checks:
         return
     if not meta or not meta.get("image_id"):
@@ -275,6 +373,10 @@ def evaluate(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected
             yield up_to_date(catalog, name, lineage.lineage(store, image_id), current)
         except (lineage.LineageError, StoreError) as exc:
             yield _result(name, UP_TO_DATE, False, str(exc), severity=dg.AssetCheckSeverity.WARN)
+    if IMAGE_TESTS in selected:
+        yield image_tests(catalog, name, image_id, store)
+    if COMPLIANCE in selected:
+        yield compliance(catalog, name, meta, store)
 
 
 def results(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected: set[str], packer: PackerCli,

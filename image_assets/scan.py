@@ -1,15 +1,16 @@
-"""OpenSCAP scan of a docker image: export its filesystem, scan the tree offline, count the results.
+"""OpenSCAP scan of an image: unpack its filesystem through its store, scan the tree offline, count
+the results.
 
-The tree is scanned as the machine it will become: `/.dockerenv` is removed (with it most rules
-report "not applicable"), and APT_CONFIG points at a config without the host's apt.conf and parts
-(the host's docker-clean setting otherwise breaks oscap's dpkginfo probe: "dpkginfo_init has failed",
+The tree is scanned as the machine it will become (the store leaves out `/.dockerenv`), and
+APT_CONFIG points at a config without the host's apt.conf and parts (the host's docker-clean setting otherwise breaks oscap's dpkginfo probe: "dpkginfo_init has failed",
 every "package installed" rule fails and temp files land in the scanned tree).
-CLI: `python -m image_assets.scan IMAGE [--profile standard] [--report-dir DIR] [--json]`.
+CLI: `python -m image_assets.scan IMAGE [--profile standard] [--tailoring FILE] [--report-dir DIR] [--json]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -20,7 +21,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from image_assets import dockerd
+from image_assets import dockerd, stores
+from image_assets.errors import StoreError
+from image_assets.stores import Store
 
 CONTENT = Path("/usr/share/xml/scap/ssg/content/ssg-debian11-ds.xml")  # Debian 11: the newest with content
 PROFILE_PREFIX = "xccdf_org.ssgproject.content_profile_"
@@ -46,26 +49,22 @@ class ScanResult:
         return self.passed / (self.passed + self.failed) if self.passed + self.failed else 0.0
 
 
-def export_tree(image: str, dest: Path) -> Path:
-    """Unpack the image's filesystem into dest (through a created, never started, container)."""
-    cid = dockerd.docker("create", image, "true", timeout=60).stdout.strip()
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-        export = subprocess.Popen([dockerd.docker_bin(), "export", cid], stdout=subprocess.PIPE)
-        untar = subprocess.run(["tar", "-x", "-C", str(dest), "--numeric-owner"], stdin=export.stdout,
-                               capture_output=True, text=True, timeout=600)
-        export.stdout.close()
-        if export.wait(timeout=600) != 0 or untar.returncode != 0:
-            raise RuntimeError(f"docker export {image} failed: {untar.stderr.strip()[-500:]}")
-    finally:
-        dockerd.docker("rm", "-f", cid, check=False, timeout=60)
-    (dest / ".dockerenv").unlink(missing_ok=True)
-    return dest
+def profile_id(profile: str, tailoring: Path | None = None) -> str:
+    """The XCCDF id of a profile given by its short name: one the tailoring file defines
+    (`xccdf_<namespace>_profile_<name>`), else the SCAP Security Guide's."""
+    if profile.startswith("xccdf_"):
+        return profile
+    if tailoring:
+        ids = [p.get("id", "") for p in ET.parse(tailoring).getroot().iter(f"{XCCDF}Profile")]
+        found = [i for i in ids if i.endswith(f"_profile_{profile}")]
+        if found:
+            return found[0]
+    return PROFILE_PREFIX + profile
 
 
 def scan_tree(tree: Path, profile: str = "standard", report: Path | None = None,
-              content: Path = CONTENT, image: str = "") -> ScanResult:
-    profile_id = profile if profile.startswith("xccdf_") else PROFILE_PREFIX + profile
+              content: Path = CONTENT, image: str = "", tailoring: Path | None = None) -> ScanResult:
+    xccdf_profile = profile_id(profile, tailoring)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="oscap-") as tmp:
         empty = Path(tmp) / "apt-parts"
@@ -73,7 +72,9 @@ def scan_tree(tree: Path, profile: str = "standard", report: Path | None = None,
         apt_config = Path(tmp) / "apt.conf"
         apt_config.write_text(f'Dir::Etc::main "/dev/null";\nDir::Etc::Parts "{empty}";\n')
         results = Path(tmp) / "results.xml"
-        args = ["oscap", "xccdf", "eval", "--profile", profile_id, "--results", str(results)]
+        args = ["oscap", "xccdf", "eval", "--profile", xccdf_profile, "--results", str(results)]
+        if tailoring:
+            args += ["--tailoring-file", str(tailoring)]
         if report:
             report.parent.mkdir(parents=True, exist_ok=True)
             args += ["--report", str(report)]
@@ -92,23 +93,37 @@ def scan_tree(tree: Path, profile: str = "standard", report: Path | None = None,
     for result in rules.values():
         counts[result] = counts.get(result, 0) + 1
     counts.pop("notselected", None)
-    return ScanResult(image=image, profile=profile_id, content=str(content), content_version=version,
+    return ScanResult(image=image, profile=xccdf_profile, content=str(content), content_version=version,
                       passed=counts.pop("pass", 0), failed=counts.pop("fail", 0),
                       notapplicable=counts.pop("notapplicable", 0), other=counts,
                       rules={k: v for k, v in rules.items() if v != "notselected"},
                       report=str(report or ""), seconds=round(time.monotonic() - started, 2))
 
 
-def scan_image(image: str, profile: str = "standard", report_dir: Path | None = None) -> ScanResult:
-    """Export the image, scan it, keep the HTML report in report_dir (default: the state dir's scans/)."""
-    ref = dockerd.image_id(image)
-    if ref is None:
-        raise RuntimeError(f"no image {image} in the local docker daemon")
+def scan_image(store: Store, image_id: str, profile: str = "standard", tailoring: Path | None = None,
+               report_dir: Path | None = None) -> ScanResult:
+    """Unpack the image through its store, scan it, keep the HTML report in report_dir (default:
+    the state dir's scans/). An image id names fixed content, so a scan is kept beside its report
+    and reused for the same image, profile, tailoring and SCAP content (a child's check compares
+    with its parent's scan)."""
     report_dir = report_dir or dockerd.state_dir() / "scans"
-    report = report_dir / f"{ref.split(':')[-1][:12]}-{profile}.html"
-    with tempfile.TemporaryDirectory(dir=dockerd.state_dir(), prefix="export-") as tmp:
-        tree = export_tree(ref, Path(tmp) / "root")
-        return scan_tree(tree, profile, report, image=ref)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    inputs = hashlib.sha256(f"{profile}\0{CONTENT.stat().st_size}:{CONTENT.stat().st_mtime_ns}".encode())
+    if tailoring:
+        inputs.update(Path(tailoring).read_bytes())
+    stem = f"{image_id.split(':')[-1][:12]}-{profile}-{inputs.hexdigest()[:8]}"
+    saved = report_dir / f"{stem}.json"
+    try:
+        return ScanResult(**json.loads(saved.read_text()))
+    except (OSError, ValueError, TypeError):
+        pass
+    with tempfile.TemporaryDirectory(dir=report_dir, prefix="export-") as tmp:
+        tree = store.export_filesystem(image_id, Path(tmp) / "root")
+        result = scan_tree(tree, profile, report_dir / f"{stem}.html", image=image_id, tailoring=tailoring)
+    tmp_saved = saved.with_suffix(".tmp")
+    tmp_saved.write_text(json.dumps(asdict(result)))
+    tmp_saved.replace(saved)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,11 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("image")
     parser.add_argument("--profile", default="standard")
     parser.add_argument("--report-dir", type=Path, default=None)
+    parser.add_argument("--tailoring", type=Path, default=None, help="an XCCDF tailoring file (its profile by short name)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     try:
-        result = scan_image(args.image, args.profile, args.report_dir)
-    except (RuntimeError, dockerd.DockerUnavailable, subprocess.TimeoutExpired) as exc:
+        store = stores.connect("local", "local")
+        image = store.get(args.image)
+        if image is None:
+            raise RuntimeError(f"no image {args.image} in {store.where}")
+        result = scan_image(store, image.id, args.profile, args.tailoring, args.report_dir)
+    except (RuntimeError, StoreError, subprocess.TimeoutExpired) as exc:
         print(f"scan: {exc}", file=sys.stderr)
         return 1
     if args.json:

@@ -23,7 +23,7 @@ def test_definitions_carry_the_checks_jobs_and_schedule_cheaply(demo_catalog, mo
     graph = defs.resolve_asset_graph()
     built = [n for n, img in demo_catalog.images.items() if img.parent]
     assert {(k.asset_key.path[-1], k.name) for k in graph.asset_check_keys} == {(n, c) for n in built for c in CHECKS}
-    specs = {s.name: s for s in checks.check_specs("python310")}
+    specs = {s.name: s for s in checks.check_specs(demo_catalog, "python310")}
     assert {n for n, s in specs.items() if s.blocking} == {"exists_and_available", "tags_complete", "not_revoked"}
     assert defs.resolve_job_def("revoke_image") and defs.resolve_job_def("image_retention")
     assert defs.resolve_schedule_def("image_retention_daily").default_status == dg.DefaultScheduleStatus.STOPPED

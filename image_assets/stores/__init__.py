@@ -9,6 +9,7 @@ import abc
 import importlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Callable
 
 from image_assets.errors import StoreError
@@ -42,6 +43,15 @@ class ImageRecord:
         return self.tags.get("Revoked", "")
 
 
+@dataclass(frozen=True)
+class CommandResult:
+    """One command run inside an image (an image test)."""
+
+    command: str
+    exit_code: int
+    output: str
+
+
 class Store(abc.ABC):
     """Images of one target and region. `where` names it in messages; `endpoint` is the URL
     packer is pointed at (var.sandbox_endpoint), or None."""
@@ -62,6 +72,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def packer_env(self) -> dict[str, str]:
         """The environment packer runs with against this store."""
+
+    def build_variables(self) -> dict[str, str]:
+        """Template variables the build sets for this store when the template declares them and
+        the catalog does not."""
+        return {}
 
     @abc.abstractmethod
     def newest_vendor_image(self, query) -> ImageRecord:
@@ -93,6 +108,17 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def remove_leftovers(self, name: str, run_id: str, log: Callable[[str], None] = print) -> list[str]:
         """Delete what build `run_id` of `name` left; only for a run known to be dead."""
+
+    # Why this store cannot run an image's content ("" when it can: run_commands, export_filesystem).
+    cannot_run: str = "this target cannot run images"
+
+    def run_commands(self, image_id: str, commands: list[str], timeout: float) -> list[CommandResult]:
+        """Run each command, in order, inside one throwaway instance of the image."""
+        raise StoreError(f"{self.where}: {self.cannot_run}")
+
+    def export_filesystem(self, image_id: str, dest: Path) -> Path:
+        """Unpack the image's filesystem into dest, as the machine it will become."""
+        raise StoreError(f"{self.where}: {self.cannot_run}")
 
     def require_available(self, image_id: str, role: str) -> ImageRecord:
         """The image, verified to exist and be available."""

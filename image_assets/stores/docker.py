@@ -3,10 +3,9 @@ CLI (image_assets.dockerd's client, every call with a timeout).
 
 Tags are the image's labels (the template sets `LABEL k=v` for each of var.tags). Labels cannot
 change once an image exists, so tags added later (Revoked) live in a side record, one JSON file
-per image id in the state dir, merged over the labels. Packer 1.6.6 gives its build container no
-labels and the template's run_command adds none, so no container can be tied to a run:
-runs_with_leftovers and remove_leftovers find nothing (a dead build's container stays, harmless,
-until `docker container prune`).
+per image id in the state dir, merged over the labels. A dead build's leftover is its build
+container: the template's run_command labels it (ManagedBy, ImageName, DagsterRunId), so it is
+found by run and removed once that run is known dead.
 """
 
 from __future__ import annotations
@@ -14,11 +13,19 @@ from __future__ import annotations
 import functools
 import json
 import subprocess
+import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 
 from image_assets import dockerd
 from image_assets.errors import StoreError
-from image_assets.stores import MANAGED_BY, ImageRecord, Store
+from image_assets.stores import MANAGED_BY, CommandResult, ImageRecord, Store
+
+# Each command in `sh -c`, its output and exit code framed by markers (no `set -e`: all run).
+_MARK, _MARK_RC = "\n@@image-assets-test@@\n", "\n@@image-assets-test-rc@@"
+_RUN_EACH = ('for t in "$@"; do printf \'\\n@@image-assets-test@@\\n\'; sh -c "$t" 2>&1 </dev/null; '
+             'printf \'\\n@@image-assets-test-rc@@%s\\n\' "$?"; done')
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # Debian's bundle, /usr/local/share/ca-certificates included
 
 
 def _utc(created: str) -> str:
@@ -71,6 +78,54 @@ class DockerStore(Store):
         env = dockerd.client_env()
         env["CHECKPOINT_DISABLE"] = "1"
         return env
+
+    def build_variables(self) -> dict[str, str]:
+        # The build container shares the host's network, so HTTPS (pip through this host's proxy)
+        # needs the host's CAs, its local ones included; the template removes the bundle before
+        # the commit (finalize.sh), so it never ships.
+        return {"build_ca_bundle": str(HOST_CA_BUNDLE)} if HOST_CA_BUNDLE.is_file() else {}
+
+    cannot_run = ""
+
+    def run_commands(self, image_id: str, commands: list[str], timeout: float) -> list[CommandResult]:
+        # One container for all the commands, in order (a later one may rely on an earlier one's
+        # files), with no network: an image's tests must not depend on the outside.
+        name = f"image-assets-test-{uuid.uuid4().hex[:12]}"
+        args = ["run", "--rm", "--name", name, "--network=none", f"--label=ManagedBy={MANAGED_BY}",
+                "--entrypoint", "/bin/sh", image_id, "-c", _RUN_EACH, "sh", *commands]
+        try:
+            done = self._docker(*args, timeout=timeout, check=False)
+        except StoreError:
+            self._docker("rm", "-f", name, timeout=60, check=False)
+            raise
+        parts = done.stdout.split(_MARK)
+        results = []
+        for command, part in zip(commands, parts[1:]):
+            body, _, code = part.rpartition(_MARK_RC)
+            code = code.strip()
+            results.append(CommandResult(command, int(code) if code.isdigit() else 1, body.strip("\n")))
+        if len(results) < len(commands):  # the container itself failed (no /bin/sh, no such image)
+            missing = commands[len(results)]
+            results.append(CommandResult(missing, done.returncode or 1, (done.stdout + done.stderr).strip()[-2000:]))
+        return results
+
+    def export_filesystem(self, image_id: str, dest: Path) -> Path:
+        # Through a created, never started, container; /.dockerenv goes, so the tree is scanned as
+        # the machine it will become (with it most OpenSCAP rules say "not applicable").
+        cid = self._docker("create", image_id, "true").stdout.strip()
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            export = subprocess.Popen([dockerd.docker_bin(), "export", cid], stdout=subprocess.PIPE,
+                                      env=dockerd.client_env())
+            untar = subprocess.run(["tar", "-x", "-C", str(dest), "--numeric-owner"], stdin=export.stdout,
+                                   capture_output=True, text=True, timeout=600)
+            export.stdout.close()
+            if export.wait(timeout=600) != 0 or untar.returncode != 0:
+                raise StoreError(f"{self.where}: docker export {image_id} failed: {untar.stderr.strip()[-500:]}")
+        finally:
+            self._docker("rm", "-f", cid, check=False)
+        (dest / ".dockerenv").unlink(missing_ok=True)
+        return dest
 
     def _extra(self, image_id: str) -> dict[str, str]:
         try:
@@ -141,11 +196,27 @@ class DockerStore(Store):
         (self.extra_dir / f"{image.id.replace(':', '_')}.json").unlink(missing_ok=True)
         return []
 
+    def _build_containers(self, name: str, run_id: str | None = None) -> list[tuple[str, str]]:
+        """(container id, run id) of packer build containers of `name` (the template's run_command
+        labels them), running or not."""
+        filters = [f"label=ManagedBy={MANAGED_BY}", f"label=ImageName={name}"]
+        if run_id:
+            filters.append(f"label=DagsterRunId={run_id}")
+        args = ["ps", "-a", "--no-trunc", "--format", '{{.ID}} {{.Label "DagsterRunId"}}']
+        out = self._docker(*args, *[a for f in filters for a in ("--filter", f)]).stdout
+        return [tuple(line.split(" ", 1)) for line in out.splitlines() if " " in line]
+
     def runs_with_leftovers(self, name: str) -> set[str]:
-        return set()  # packer 1.6.6's build container carries no labels (see the module docstring)
+        return {run for _, run in self._build_containers(name) if run}
 
     def remove_leftovers(self, name: str, run_id: str, log=print) -> list[str]:
-        return []
+        removed = []
+        for container, _ in self._build_containers(name, run_id):
+            done = self._docker("rm", "-f", container, timeout=120, check=False)
+            if done.returncode == 0 or "No such container" in done.stderr:
+                log(f"{name}: removed build container {container[:12]} left by dead run {run_id}")
+                removed.append(container)
+        return removed
 
 
 @functools.lru_cache(maxsize=4)

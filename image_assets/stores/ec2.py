@@ -103,6 +103,13 @@ class Ec2Store(Store):
     def where(self) -> str:
         return f"{self.target} ({self.endpoint or 'aws ' + self.region})"
 
+    @property
+    def cannot_run(self) -> str:
+        if self.target == "sandbox":
+            return "the sandbox emulates the EC2 API only: no instance ever runs an image there"
+        return ("running an image's content on aws (an instance launched from the image, driven by SSM) "
+                "is not implemented in this version")
+
     def packer_env(self) -> dict[str, str]:
         """Environment for packer: sandbox credentials, or the caller's own AWS chain."""
         env = {k: v for k, v in os.environ.items() if not (self.endpoint and k.startswith("AWS_"))}

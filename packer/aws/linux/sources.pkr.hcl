@@ -45,7 +45,13 @@ source "docker" "local" {
   commit = true
   # packer's default run arguments plus the host's network (the daemon runs with --bridge=none, so
   # containers have no network of their own); never --privileged (sysctl would reach the host's kernel).
-  run_command = ["-d", "-i", "-t", "--network=host", "--entrypoint=/bin/sh", "--", "{{.Image}}"]
+  # The labels tie the build container to its run, so a dead run's container can be found and removed.
+  run_command = [
+    "-d", "-i", "-t", "--network=host",
+    "--label=ManagedBy=image-assets", "--label=ImageName=${var.image_name}",
+    "--label=DagsterRunId=${lookup(var.tags, "DagsterRunId", "")}",
+    "--entrypoint=/bin/sh", "--", "{{.Image}}",
+  ]
   changes = concat(
     [for k, v in var.tags : "LABEL ${k}=${jsonencode(v)}"],
     [
