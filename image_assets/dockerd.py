@@ -185,8 +185,11 @@ def image_id(ref: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def base_image(name: str = BASE_IMAGE) -> tuple[str, float | None]:
-    """(image id, seconds it took to make; None when it was present). Needs a running daemon and root."""
+def base_image(name: str = BASE_IMAGE, suite: str = BASE_SUITE,
+               packages: list[str] | None = None) -> tuple[str, float | None]:
+    """(image id, seconds it took to make; None when it was present). Needs a running daemon and root.
+    `suite` and `packages` make other debootstrap images the same way (deploy_image: bookworm)."""
+    packages = BASE_PACKAGES if packages is None else packages
     with _locked():
         found = image_id(name)
         if found:
@@ -197,10 +200,10 @@ def base_image(name: str = BASE_IMAGE) -> tuple[str, float | None]:
         started = time.monotonic()
         with tempfile.TemporaryDirectory(dir=state_dir(), prefix="debootstrap-") as tmp:
             root = Path(tmp) / "root"
-            done = subprocess.run([debootstrap, "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-                                   BASE_SUITE, str(root), MIRROR], capture_output=True, text=True, timeout=900)
+            done = subprocess.run([debootstrap, "--variant=minbase", f"--include={','.join(packages)}",
+                                   suite, str(root), MIRROR], capture_output=True, text=True, timeout=900)
             if done.returncode != 0:
-                raise RuntimeError(f"debootstrap {BASE_SUITE} failed ({done.returncode}):\n{done.stdout[-2000:]}"
+                raise RuntimeError(f"debootstrap {suite} failed ({done.returncode}):\n{done.stdout[-2000:]}"
                                    f"{done.stderr[-2000:]}")
             # Like a cloud vendor image: no host keys baked in (each instance makes its own).
             for key in (root / "etc" / "ssh").glob("ssh_host_*"):
@@ -211,7 +214,7 @@ def base_image(name: str = BASE_IMAGE) -> tuple[str, float | None]:
                     [docker_bin(), "import", "--change", 'CMD ["/bin/bash"]',
                      "--change", f"LABEL org.opencontainers.image.title={name}",
                      "--change", "LABEL org.opencontainers.image.description=" + json.dumps(
-                         f"debootstrap --variant=minbase --include={','.join(BASE_PACKAGES)} {BASE_SUITE}"),
+                         f"debootstrap --variant=minbase --include={','.join(packages)} {suite}"),
                      "-", name], stdin=tar.stdout, capture_output=True, text=True, timeout=600)
             finally:
                 tar.stdout.close()

@@ -1,0 +1,317 @@
+"""Issue 12, items 1-3: the team deployment for real. The user-code image (deploy/Dockerfile, built
+once per set of inputs), deploy/dagster.yaml on a real PostgreSQL server, the code location served
+from the image, `dagster-daemon run`, git remotes served by `git daemon`, the sandbox on the host:
+git_tag_sensor turns a pushed tag into one completed run in a container of its own, and a run
+terminated the way the UI does it stops packer in the container with nothing left behind.
+
+The default-launcher test needs no docker: where docker cannot start the container tests skip
+(conftest's docker_daemon says why) and it still runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from conftest import write_demo_catalog
+from dagster._core.scheduler.instigation import InstigatorType, TickStatus
+
+import teamkit
+from image_assets import deploy_image, dockerd, sandbox
+from image_assets.demo import make_repo
+
+pytestmark = pytest.mark.timeout(1800)
+
+PROJECT = teamkit.PROJECT
+DAGSTER = str(Path(sys.executable).parent / "dagster")
+TREE = ["al2023", "windows-2016", "global-linux", "global-windows", "python310", "service-urllib3",
+        "service-sshd-banner", "service-iis"]
+REBUILT = {"global-linux", "python310", "service-urllib3", "service-sshd-banner"}  # an ansible-roles tag
+FAULT_IMAGE, FAULT_REPO = "fault-image", "fault-repo"
+SENSOR_TAG = "dagster/sensor_name"
+
+
+@pytest.fixture(scope="module")
+def pg():
+    try:
+        with teamkit.postgres_server() as server:
+            yield server
+    except teamkit.Missing as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="module")
+def user_code_image(docker_daemon):
+    ref, seconds = deploy_image.build()
+    print(f"user-code image {ref}: " + ("present (inputs unchanged)" if seconds is None else f"built in {seconds:.0f} s"))
+    return ref
+
+
+class Deployment:
+    """A DAGSTER_HOME with deploy/dagster.yaml on one Postgres database, the demo catalog (plus a
+    fault image that sleeps in packer) whose repos are served on git://127.0.0.1, the demo tree
+    built into it by the CLI, and a daemon on the code location (in the image, or on this host)."""
+
+    def __init__(self, root: Path, pg: dict, launcher: str):
+        self.root, self.pg, self.launcher = root, pg, launcher
+        self.home = teamkit.team_home(root / "home", launcher)
+        self.project = self.home / "project"  # under DAGSTER_HOME: the containers see it at this path
+        self.repos = self.project / ".demo" / "git"
+        self.mark = uuid.uuid4().hex  # in the env of every run container, so its processes can be found
+        self.daemon_log = root / "daemon.log"
+
+    def catalog(self, git_url: str) -> Path:
+        def edit(doc):
+            doc["defaults"]["git_sensor_interval_seconds"] = 5
+            for name in doc["repos"]:
+                doc["repos"][name]["url"] = f"{git_url}/{name}.git"
+            doc["repos"][FAULT_REPO] = {"url": f"{git_url}/{FAULT_REPO}.git", "tags": "v*"}
+            doc["images"][FAULT_IMAGE] = {"layer": "global", "parent": "al2023", "template": "fault-template",
+                                          "repos": [FAULT_REPO], "variables": {"sleep_seconds": 300}}
+
+        make_repo(self.repos / f"{FAULT_REPO}.git", {"README": "fault repo\n"})
+        shutil.copytree(PROJECT / "tests" / "faults" / "template", self.project / "fault-template")
+        return write_demo_catalog(self.project, edit)
+
+    def env(self) -> dict[str, str]:
+        """What every process of this deployment gets (the daemon, the CLI, the code server)."""
+        return {"DAGSTER_HOME": str(self.home), **teamkit.pg_env(self.pg),
+                "IMAGE_ASSETS_CATALOG": str(self.project / "images.yaml"),
+                "IMAGE_ASSETS_WORK_DIR": str(self.home / "work"),  # as deploy/dagster.yaml gives run containers
+                "IMAGE_ASSETS_SANDBOX_PORT": str(sandbox.port())}
+
+    def instance(self) -> dg.DagsterInstance:
+        return dg.DagsterInstance.from_config(str(self.home))
+
+
+def start_deployment(stack, root: Path, pg: dict, launcher: str, image: str | None = None) -> Deployment:
+    """Everything in `stack` (an ExitStack): whatever happens, it is all stopped and removed."""
+    pg = teamkit.create_database(pg, f"team_{launcher}")
+    deploy = Deployment(root, pg, launcher)
+    deploy.repos.mkdir(parents=True)
+    git_url = stack.enter_context(teamkit.git_daemon(deploy.repos))
+    deploy.catalog(git_url)
+    sandbox.ensure_running()  # on the host: a run container must find it, never start its own
+    patch = stack.enter_context(pytest.MonkeyPatch.context())  # this process opens the instance too
+    for key, value in teamkit.pg_env(pg).items():
+        patch.setenv(key, value)
+    host_env = {**os.environ, **deploy.env()}
+    started = time.monotonic()
+    cli = subprocess.run([DAGSTER, "asset", "materialize", "-m", "definitions", "--working-directory", str(PROJECT),
+                          "--select", ",".join(TREE)], env={**host_env, "IMAGE_ASSETS_EXECUTOR": "in_process"},
+                         capture_output=True, text=True, timeout=900)
+    assert cli.returncode == 0, cli.stdout[-3000:] + cli.stderr[-3000:]
+    print(f"{launcher}: demo tree built by the CLI into Postgres in {time.monotonic() - started:.1f} s")
+    if launcher == "docker":
+        stack.callback(teamkit.remove_test_containers, dockerd.docker_bin())
+        # Runs get the catalog and sandbox port through the code location's container context, and a
+        # mark no other process has (the daemon and the code server do not).
+        run_env = {**{k: deploy.env()[k] for k in ("IMAGE_ASSETS_CATALOG", "IMAGE_ASSETS_SANDBOX_PORT")},
+                   "FAULT_MARK": deploy.mark}
+        server_env = {k: v for k, v in deploy.env().items() if k != "DAGSTER_HOME"}
+        location = stack.enter_context(teamkit.code_server(image, deploy.home, server_env, run_env,
+                                                           docker=dockerd.docker_bin()))
+        workspace = location["workspace"]
+    else:
+        workspace = teamkit.host_workspace(deploy.home)
+    stack.enter_context(teamkit.dagster_daemon(workspace, dockerd.client_env(host_env), deploy.daemon_log))
+    return deploy
+
+
+def git_sensor_ticks(instance) -> list:
+    states = [s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+              if s.instigator_name == "git_tag_sensor"]
+    return [t for s in states for t in instance.get_ticks(s.instigator_origin_id, s.selector_id)]
+
+
+def sensor_runs(instance, selection: set[str] | None = None) -> list:
+    runs = instance.get_runs(dg.RunsFilter(tags={SENSOR_TAG: "git_tag_sensor"}))
+    return [r for r in runs if selection is None or {k.to_user_string() for k in r.asset_selection or []} == selection]
+
+
+def tag_release(bare: Path) -> str:
+    """What an image repo's CI does on merge: a new commit on main, then the next tag on it (a new
+    tag on an old commit would reuse every image: the commit is what the fingerprint holds)."""
+    with tempfile.TemporaryDirectory() as work:
+        git = ["git", "-c", "user.name=ci", "-c", "user.email=ci@image-assets.invalid", "-C", work]
+        subprocess.run(["git", "clone", "-q", str(bare), work], check=True, capture_output=True, timeout=60)
+        Path(work, "CHANGES").write_text(f"release {uuid.uuid4().hex}\n")
+        for args in (["add", "CHANGES"], ["commit", "-q", "-m", "A change"], ["push", "-q", "origin", "HEAD:main"]):
+            subprocess.run([*git, *args], check=True, capture_output=True, timeout=60)
+    out = subprocess.run([str(PROJECT / "bin" / "tag-release"), str(bare)], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    return out.split()[0]
+
+
+def sensor_triggered_run(deploy: Deployment, repo: str, selection: set[str], until=("finished",)) -> tuple:
+    """Wait for the sensor's baseline, push the next tag on `repo`, wait for its one run; returns
+    (run, seconds from the tag to the run's end or to the condition)."""
+    with deploy.instance() as instance:
+        log = lambda: deploy.daemon_log.read_text(errors="replace")[-4000:]  # noqa: E731
+        teamkit.wait_for(lambda: any(t.status in (TickStatus.SKIPPED, TickStatus.SUCCESS) for t in git_sensor_ticks(instance)),
+                         180, "git_tag_sensor's first (baseline) tick", diagnose=log)
+        before = {r.run_id for r in sensor_runs(instance)}
+        tag = tag_release(deploy.repos / f"{repo}.git")
+        pushed = time.monotonic()
+
+        def new_runs():
+            return [r for r in sensor_runs(instance, selection) if r.run_id not in before]
+
+        def ready():
+            runs = new_runs()
+            if not runs:
+                return None
+            run = instance.get_run_by_id(runs[0].run_id)
+            return run if until(run) else None
+
+        run = teamkit.wait_for(ready, 600, f"the run of {sorted(selection)} for {repo}@{tag}", interval=0.25,
+                               diagnose=log)
+        seconds = time.monotonic() - pushed
+        assert len(new_runs()) == 1, [r.run_id for r in new_runs()]
+        return run, tag, seconds
+
+
+def finished(run) -> bool:
+    return run.is_finished
+
+
+def compute_logs(home: Path, run_id: str) -> str:
+    return "".join(p.read_text(errors="replace") for p in (home / "storage" / run_id).rglob("*") if p.is_file())
+
+
+def docker_inspect(ref: str) -> dict:
+    return json.loads(dockerd.docker("inspect", ref).stdout)[0]
+
+
+def assert_stored_in_postgres(deploy: Deployment, run, tag: str) -> None:
+    pg, rid = deploy.pg, run.run_id
+    assert teamkit.psql(pg, f"SELECT status FROM runs WHERE run_id = '{rid}'") == "SUCCESS"
+    assets = teamkit.psql(pg, "SELECT DISTINCT asset_key FROM event_logs WHERE dagster_event_type = "
+                              f"'ASSET_MATERIALIZATION' AND run_id = '{rid}'").split()
+    assert {json.loads(a)[0] for a in assets} == REBUILT
+    # The sensor's cursor: the tag it saw, in the instigators table.
+    bodies = [json.loads(line) for line in teamkit.psql(pg, "SELECT instigator_body FROM instigators").splitlines()]
+    cursors = [b["job_specific_data"]["cursor"] for b in bodies  # InstigatorState's stored field names
+               if "git_tag_sensor" in json.dumps(b["origin"]) and b.get("job_specific_data")]
+    assert len(cursors) == 1 and "ansible-roles" in cursors[0] and f'"{tag}"' in cursors[0], cursors
+    assert int(teamkit.psql(pg, "SELECT count(*) FROM job_ticks WHERE status = 'SUCCESS'")) >= 1
+    # The packer pool's slots (default_limit 4), none held once the run ended.
+    assert teamkit.psql(pg, "SELECT count(*), count(run_id) FROM concurrency_slots WHERE concurrency_key = 'packer'") == "4|0"
+
+
+def assert_no_secret(deploy: Deployment, *texts: str) -> None:
+    password = deploy.pg["password"]
+    for text in texts:
+        assert password not in text
+    assert teamkit.psql(deploy.pg, f"SELECT count(*) FROM event_logs WHERE event LIKE '%{password}%'") == "0"
+
+
+@pytest.fixture(scope="module")
+def docker_team(pg, user_code_image, tmp_path_factory):
+    from contextlib import ExitStack
+    with ExitStack() as stack:
+        yield start_deployment(stack, tmp_path_factory.mktemp("team_docker"), pg, "docker", user_code_image)
+
+
+def test_user_code_image(user_code_image):
+    # Built once per set of inputs: asking again builds nothing.
+    assert deploy_image.build() == (user_code_image, None)
+    image = docker_inspect(user_code_image)
+    assert image["Config"]["Labels"]["image-assets.inputs"].startswith(user_code_image.rsplit(":", 1)[1])
+    script = ("packer version; python -c 'import dagster, dagster_docker, dagster_postgres, image_assets; "
+              "print(\"dagster\", dagster.__version__)'; dagster definitions validate -m definitions 2>&1 | tail -n1; "
+              "ls packer/aws/linux packer/ansible/global.yml packer/scripts/linux/finalize.sh; "
+              "cat /etc/ssl/certs/ca-certificates.crt")
+    out = subprocess.run([dockerd.docker_bin(), "run", "--rm", "--network", "host", user_code_image, "sh", "-c", script],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert out.stdout.startswith("Packer v1.6.6\n")
+    assert f"dagster {dg.__version__}\n" in out.stdout  # the daemon's release
+    assert "All code locations passed validation" in out.stdout
+    assert "layer.pkr.hcl" in out.stdout and "sources.pkr.hcl" in out.stdout
+    # Debian's CA bundle only: none of the host's own CAs (the build trusted them for pip alone).
+    for crt in Path("/usr/local/share/ca-certificates").glob("**/*.crt"):
+        body = "".join(line for line in crt.read_text().splitlines() if not line.startswith("-----"))
+        assert body[:200] not in out.stdout.replace("\n", ""), f"{crt} shipped in the image"
+
+
+def test_sensor_run_in_a_container(docker_team, user_code_image):
+    deploy = docker_team
+    run, tag, seconds = sensor_triggered_run(deploy, "ansible-roles", REBUILT, until=finished)
+    print(f"docker launcher: tag {tag} -> run {run.run_id} {run.status.value} in {seconds:.1f} s")
+    assert run.status == dg.DagsterRunStatus.SUCCESS, deploy.daemon_log.read_text()[-3000:]
+    assert json.loads(run.tags["image-assets/git-refs"])["ansible-roles"].startswith(f"{tag}@")
+    # Launched by DockerRunLauncher in a container of its own, from the image serving the code.
+    container_id = run.tags["docker/container_id"]
+    assert run.tags["dagster/image"] == user_code_image
+    listed = dockerd.docker("ps", "-aq", "--no-trunc", "--filter", f"label=dagster/run_id={run.run_id}").stdout.split()
+    assert listed == [container_id]
+    # The run is recorded as finished just before its worker exits.
+    c = teamkit.wait_for(lambda: (i := docker_inspect(container_id))["State"]["Status"] != "running" and i, 60,
+                         "the run's container to exit")
+    assert c["Config"]["Image"] == user_code_image and c["Config"]["Cmd"][:3] == ["dagster", "api", "execute_run"]
+    assert c["HostConfig"]["NetworkMode"] == "host" and c["HostConfig"]["Init"] is True
+    assert c["State"]["Status"] == "exited" and c["State"]["ExitCode"] == 0
+    # Its compute logs (packer's output) reached DAGSTER_HOME on the host through the mount.
+    logs = compute_logs(deploy.home, run.run_id)
+    assert logs.count("packer 1.6.6 built us-east-1:ami-") == len(REBUILT), logs[-2000:]
+    assert_stored_in_postgres(deploy, run, tag)
+    container_logs = subprocess.run([dockerd.docker_bin(), "logs", container_id], capture_output=True, text=True,
+                                    timeout=60)
+    assert_no_secret(deploy, logs, container_logs.stdout + container_logs.stderr, deploy.daemon_log.read_text(),
+                     json.dumps(c["Config"]["Cmd"]))
+
+
+def test_terminated_container_run_leaves_nothing(docker_team, cloud):
+    from conftest import sandbox_inventory
+    sys.path.insert(0, str(Path(__file__).parent / "faults"))
+    from faultkit import pids_with_env
+
+    deploy = docker_team
+    before = sandbox_inventory(cloud)
+    building = lambda run: "building-now" in compute_logs(deploy.home, run.run_id)  # noqa: E731
+    run, _, _ = sensor_triggered_run(deploy, FAULT_REPO, {FAULT_IMAGE}, until=building)
+    assert pids_with_env("FAULT_MARK", deploy.mark), "packer's processes in the container, seen from the host"
+    assert len(sandbox_inventory(cloud)["instances"] - before["instances"]) == 1
+    with deploy.instance() as instance:
+        started = time.monotonic()
+        # The UI's Terminate (GraphQL terminateRun) calls exactly this: QueuedRunCoordinator.cancel_run ->
+        # DockerRunLauncher.terminate -> docker stop with deploy/dagster.yaml's stop_timeout.
+        assert instance.run_coordinator.cancel_run(run.run_id)
+        stopped = time.monotonic() - started
+        run = teamkit.wait_for(lambda: (r := instance.get_run_by_id(run.run_id)).is_finished and r, 120,
+                               "the terminated run to be recorded as finished")
+        assert instance.get_latest_materialization_event(dg.AssetKey([FAULT_IMAGE])) is None
+    print(f"terminate: docker stop returned after {stopped:.1f} s; run {run.status.value}")
+    assert run.status in (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE)
+    c = teamkit.wait_for(lambda: (i := docker_inspect(run.tags["docker/container_id"]))["State"]["Status"] != "running"
+                         and i, 60, "the run's container to exit")
+    # Ended by its own run worker after packer's cleanup, not killed at the stop timeout (137).
+    assert c["State"]["Status"] == "exited" and c["State"]["ExitCode"] != 137, c["State"]
+    logs = compute_logs(deploy.home, run.run_id)
+    assert "sending SIGINT to packer" in logs, logs[-2000:]
+    teamkit.wait_for(lambda: not pids_with_env("FAULT_MARK", deploy.mark), 30, "no process of the run left")
+    assert sandbox_inventory(cloud) == before
+
+
+def test_sensor_run_with_the_default_launcher(pg, tmp_path):
+    """The same deployment without docker: deploy/dagster.yaml minus run_launcher, the code location
+    on this host; runs, events, cursor and pool slots in Postgres all the same."""
+    from contextlib import ExitStack
+    with ExitStack() as stack:
+        deploy = start_deployment(stack, tmp_path, pg, "default")
+        run, tag, seconds = sensor_triggered_run(deploy, "ansible-roles", REBUILT, until=finished)
+        print(f"default launcher: tag {tag} -> run {run.run_id} {run.status.value} in {seconds:.1f} s")
+        assert run.status == dg.DagsterRunStatus.SUCCESS, deploy.daemon_log.read_text()[-3000:]
+        assert "docker/container_id" not in run.tags
+        assert_stored_in_postgres(deploy, run, tag)
+        assert_no_secret(deploy, compute_logs(deploy.home, run.run_id), deploy.daemon_log.read_text())
