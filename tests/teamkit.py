@@ -19,13 +19,23 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+import dagster as dg
 import yaml
+from dagster._core.scheduler.instigation import InstigatorType, TickStatus
+
+from image_assets import demo, dockerd, sandbox
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PG_INSTALL_HINT = ("PostgreSQL server binaries (initdb, pg_ctl, postgres) and psql are needed for the "
                    "deployment tests: apt-get install postgresql (or run bin/setup)")
 TEST_LABEL = "image-assets.test"  # on every container started here, to find and remove them
+DAGSTER = str(BIN / "dagster")
+TREE = ["al2023", "windows-2016", "global-linux", "global-windows", "python310", "service-urllib3",
+        "service-sshd-banner", "service-iis"]
+REBUILT = {"global-linux", "python310", "service-urllib3", "service-sshd-banner"}  # by an ansible-roles tag
+FAULT_IMAGE, FAULT_REPO = "fault-image", "fault-repo"
+SENSOR_TAG = "dagster/sensor_name"
 
 
 class Missing(RuntimeError):
@@ -237,3 +247,162 @@ def remove_test_containers(docker: str = "docker") -> None:
                          timeout=60).stdout.split()
     if ids:
         subprocess.run([docker, "rm", "-f", *ids], capture_output=True, timeout=120)
+
+
+@contextmanager
+def environ(values: dict[str, str]):
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def write_demo_catalog(dest: Path, edit) -> Path:
+    """The demo catalog in `dest`, with its templates and demo repos there, edited by `edit(doc)`."""
+    shutil.copytree(PROJECT / "packer", dest / "packer", dirs_exist_ok=True)
+    demo.create_demo_repos(dest)
+    doc = yaml.safe_load((PROJECT / "images.yaml").read_text())
+    edit(doc)
+    path = dest / "images.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+class Deployment:
+    """A DAGSTER_HOME with deploy/dagster.yaml on one Postgres database, the demo catalog (plus a
+    fault image that sleeps in packer) whose repos are served on git://127.0.0.1, the demo tree
+    built into it by the CLI, and a daemon on the code location (in the image, or on this host)."""
+
+    def __init__(self, root: Path, pg: dict, launcher: str):
+        self.root, self.pg, self.launcher = root, pg, launcher
+        self.home = team_home(root / "home", launcher)
+        self.project = self.home / "project"  # under DAGSTER_HOME: the containers see it at this path
+        self.repos = self.project / ".demo" / "git"
+        self.mark = uuid.uuid4().hex  # in the env of every run container, so its processes can be found
+        self.daemon_log = root / "daemon.log"
+
+    def catalog(self, git_url: str) -> Path:
+        def edit(doc):
+            doc["defaults"]["git_sensor_interval_seconds"] = 5
+            for name in doc["repos"]:
+                doc["repos"][name]["url"] = f"{git_url}/{name}.git"
+            doc["repos"][FAULT_REPO] = {"url": f"{git_url}/{FAULT_REPO}.git", "tags": "v*"}
+            doc["images"][FAULT_IMAGE] = {"layer": "global", "parent": "al2023", "template": "fault-template",
+                                          "repos": [FAULT_REPO], "variables": {"sleep_seconds": 300}}
+
+        demo.make_repo(self.repos / f"{FAULT_REPO}.git", {"README": "fault repo\n"})
+        shutil.copytree(PROJECT / "tests" / "faults" / "template", self.project / "fault-template")
+        return write_demo_catalog(self.project, edit)
+
+    def env(self) -> dict[str, str]:
+        """What every process of this deployment gets (the daemon, the CLI, the code server)."""
+        return {"DAGSTER_HOME": str(self.home), **pg_env(self.pg),
+                "IMAGE_ASSETS_CATALOG": str(self.project / "images.yaml"),
+                "IMAGE_ASSETS_WORK_DIR": str(self.home / "work"),  # as deploy/dagster.yaml gives run containers
+                "IMAGE_ASSETS_SANDBOX_PORT": str(sandbox.port())}
+
+    def instance(self) -> dg.DagsterInstance:
+        return dg.DagsterInstance.from_config(str(self.home))
+
+
+def start_deployment(stack, root: Path, pg: dict, launcher: str, image: str | None = None) -> Deployment:
+    """Everything in `stack` (an ExitStack): whatever happens, it is all stopped and removed."""
+    pg = create_database(pg, f"team_{launcher}")
+    deploy = Deployment(root, pg, launcher)
+    deploy.repos.mkdir(parents=True)
+    git_url = stack.enter_context(git_daemon(deploy.repos))
+    deploy.catalog(git_url)
+    sandbox.ensure_running()  # on the host: a run container must find it, never start its own
+    stack.enter_context(environ(pg_env(pg)))  # this process opens the instance too
+    host_env = {**os.environ, **deploy.env()}
+    started = time.monotonic()
+    cli = subprocess.run([DAGSTER, "asset", "materialize", "-m", "definitions", "--working-directory", str(PROJECT),
+                          "--select", ",".join(TREE)], env={**host_env, "IMAGE_ASSETS_EXECUTOR": "in_process"},
+                         capture_output=True, text=True, timeout=900)
+    if cli.returncode != 0:
+        raise RuntimeError(f"building the demo tree failed:\n{cli.stdout[-3000:]}\n{cli.stderr[-3000:]}")
+    print(f"{launcher}: demo tree built by the CLI into Postgres in {time.monotonic() - started:.1f} s")
+    if launcher == "docker":
+        stack.callback(remove_test_containers, dockerd.docker_bin())
+        # Runs get the catalog and sandbox port through the code location's container context, and a
+        # mark no other process has (the daemon and the code server do not).
+        run_env = {**{k: deploy.env()[k] for k in ("IMAGE_ASSETS_CATALOG", "IMAGE_ASSETS_SANDBOX_PORT")},
+                   "FAULT_MARK": deploy.mark}
+        server_env = {k: v for k, v in deploy.env().items() if k != "DAGSTER_HOME"}
+        location = stack.enter_context(code_server(image, deploy.home, server_env, run_env,
+                                                           docker=dockerd.docker_bin()))
+        workspace = location["workspace"]
+    else:
+        workspace = host_workspace(deploy.home)
+    stack.enter_context(dagster_daemon(workspace, dockerd.client_env(host_env), deploy.daemon_log))
+    return deploy
+
+
+def git_sensor_ticks(instance) -> list:
+    states = [s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+              if s.instigator_name == "git_tag_sensor"]
+    return [t for s in states for t in instance.get_ticks(s.instigator_origin_id, s.selector_id)]
+
+
+def sensor_runs(instance, selection: set[str] | None = None) -> list:
+    runs = instance.get_runs(dg.RunsFilter(tags={SENSOR_TAG: "git_tag_sensor"}))
+    return [r for r in runs if selection is None or {k.to_user_string() for k in r.asset_selection or []} == selection]
+
+
+def tag_release(bare: Path) -> str:
+    """What an image repo's CI does on merge: a new commit on main, then the next tag on it (a new
+    tag on an old commit would reuse every image: the commit is what the fingerprint holds)."""
+    with tempfile.TemporaryDirectory() as work:
+        git = ["git", "-c", "user.name=ci", "-c", "user.email=ci@image-assets.invalid", "-C", work]
+        subprocess.run(["git", "clone", "-q", str(bare), work], check=True, capture_output=True, timeout=60)
+        Path(work, "CHANGES").write_text(f"release {uuid.uuid4().hex}\n")
+        for args in (["add", "CHANGES"], ["commit", "-q", "-m", "A change"], ["push", "-q", "origin", "HEAD:main"]):
+            subprocess.run([*git, *args], check=True, capture_output=True, timeout=60)
+    out = subprocess.run([str(PROJECT / "bin" / "tag-release"), str(bare)], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    return out.split()[0]
+
+
+def sensor_triggered_run(deploy: Deployment, repo: str, selection: set[str], until=("finished",)) -> tuple:
+    """Wait for the sensor's baseline, push the next tag on `repo`, wait for its one run; returns
+    (run, seconds from the tag to the run's end or to the condition)."""
+    with deploy.instance() as instance:
+        log = lambda: deploy.daemon_log.read_text(errors="replace")[-4000:]  # noqa: E731
+        wait_for(lambda: any(t.status in (TickStatus.SKIPPED, TickStatus.SUCCESS) for t in git_sensor_ticks(instance)),
+                         180, "git_tag_sensor's first (baseline) tick", diagnose=log)
+        before = {r.run_id for r in sensor_runs(instance)}
+        tag = tag_release(deploy.repos / f"{repo}.git")
+        pushed = time.monotonic()
+
+        def new_runs():
+            return [r for r in sensor_runs(instance, selection) if r.run_id not in before]
+
+        def ready():
+            runs = new_runs()
+            if not runs:
+                return None
+            run = instance.get_run_by_id(runs[0].run_id)
+            return run if until(run) else None
+
+        run = wait_for(ready, 600, f"the run of {sorted(selection)} for {repo}@{tag}", interval=0.25,
+                               diagnose=log)
+        seconds = time.monotonic() - pushed
+        if len(new_runs()) != 1:
+            raise AssertionError(f"one run expected for {repo}@{tag}, got {[r.run_id for r in new_runs()]}")
+        return run, tag, seconds
+
+
+def finished(run) -> bool:
+    return run.is_finished
+
+
+def compute_logs(home: Path, run_id: str) -> str:
+    return "".join(p.read_text(errors="replace") for p in (home / "storage" / run_id).rglob("*") if p.is_file())
+
+
