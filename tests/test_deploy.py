@@ -1,23 +1,22 @@
 """deploy/dagster.yaml against a real PostgreSQL server: storage, a CLI build, pools, the run queue."""
 
-import glob
 import os
-import pwd
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import PROJECT, free_port, latest
+from conftest import PROJECT, latest
 from dagster._core.run_coordinator import QueuedRunCoordinator
+from dagster_docker import DockerRunLauncher
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
+import teamkit
+from image_assets.packer import PackerCli
+
 DAGSTER = str(Path(sys.executable).parent / "dagster")
-INSTALL_HINT = ("PostgreSQL server binaries (initdb, pg_ctl, postgres) and psql are needed for the "
-                "deployment tests: apt-get install postgresql (or run bin/setup)")
 CATALOG = f"""\
 defaults: {{target: sandbox, region: us-east-1}}
 images:
@@ -35,14 +34,6 @@ images:
 """
 
 
-def pg_bin(name: str) -> str:
-    """On PATH (these machines), else where Debian's postgresql package puts it."""
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
-    if not found:
-        pytest.fail(f"{name} not found. {INSTALL_HINT}")
-    return found
-
-
 def run(cmd, **kw):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
     assert result.returncode == 0, f"{cmd}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -52,40 +43,11 @@ def run(cmd, **kw):
 @pytest.fixture(scope="module")
 def postgres():
     """A throwaway PostgreSQL server on 127.0.0.1:<free port> with a password user, always stopped."""
-    binaries = {name: pg_bin(name) for name in ("initdb", "pg_ctl", "postgres", "psql")}
-    # initdb refuses to run as root: the server runs as the postgres user, in a dir it owns
-    # (pytest's tmp dirs are root-only, so not there).
-    as_pg = []
-    if os.geteuid() == 0:
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.fail(f"no 'postgres' OS user to run the server as. {INSTALL_HINT}")
-        as_pg = [shutil.which("runuser", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin") or "runuser",
-                 "-u", "postgres", "--"]
-    base = Path(tempfile.mkdtemp(prefix="image-assets-pg-"))
-    if as_pg:
-        os.chown(base, pw.pw_uid, pw.pw_gid)
-    data, port, password = base / "data", free_port(), "s3cret-pw"
     try:
-        run([*as_pg, binaries["initdb"], "-D", str(data), "-U", "postgres", "-E", "UTF8",
-             "--auth-local=trust", "--auth-host=scram-sha-256"])
-        with open(data / "postgresql.conf", "a") as conf:
-            # TCP on loopback only, the socket in our dir (not /var/run), no fsync: a test server.
-            conf.write(f"listen_addresses = '127.0.0.1'\nport = {port}\n"
-                       f"unix_socket_directories = '{base}'\nfsync = off\n")
-        run([*as_pg, binaries["pg_ctl"], "-D", str(data), "-l", str(base / "server.log"), "-w", "start"])
-        psql = [binaries["psql"], "-h", str(base), "-p", str(port), "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-qAt"]
-        run([*psql, "-d", "postgres", "-c", f"CREATE ROLE dagster LOGIN PASSWORD '{password}'",
-             "-c", "CREATE DATABASE dagster OWNER dagster"])
-        yield {"host": "127.0.0.1", "port": port, "user": "dagster", "password": password, "db": "dagster",
-               "psql": [*psql, "-d", "dagster"]}
-    finally:
-        try:  # a server that never started makes this fail; the dir goes either way
-            subprocess.run([*as_pg, binaries["pg_ctl"], "-D", str(data), "-m", "immediate", "-w", "stop"],
-                           capture_output=True, timeout=60)
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
+        with teamkit.postgres_server() as server:
+            yield server
+    except teamkit.Missing as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +79,8 @@ def test_instance_uses_postgres_and_the_queued_coordinator(home):
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
         assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
         assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 4
+        assert isinstance(instance.run_launcher, DockerRunLauncher)  # the team config runs every run in a container
+        assert instance.run_launcher.container_kwargs["stop_timeout"] > PackerCli().cleanup_timeout_seconds
 
 
 def test_cli_materialization_is_stored_in_postgres(home, postgres, tmp_path, cloud):
