@@ -171,3 +171,34 @@ def test_sensor_run_with_the_default_launcher(pg, tmp_path):
         assert "docker/container_id" not in run.tags
         assert_stored_in_postgres(deploy, run, tag)
         assert_no_secret(deploy, compute_logs(deploy.home, run.run_id), deploy.daemon_log.read_text())
+
+
+def test_killed_container_run_fails_and_the_next_build_cleans_up(docker_team, cloud):
+    """A run's container SIGKILLed mid-build (docker kill: no cleanup at all): run monitoring marks
+    the run FAILURE, and the next build of the image, in another container, finds the dead build in
+    the lock file of the shared work dir and removes its instance, key pair and security group."""
+    from conftest import sandbox_inventory
+    sys.path.insert(0, str(Path(__file__).parent / "faults"))
+    from faultkit import pids_with_env
+
+    deploy = docker_team
+    before = sandbox_inventory(cloud)
+    building = lambda run: "building-now" in compute_logs(deploy.home, run.run_id)  # noqa: E731
+    killed, _, _ = sensor_triggered_run(deploy, FAULT_REPO, {FAULT_IMAGE}, until=building)
+    dockerd.docker("kill", killed.tags["docker/container_id"])
+    assert len(sandbox_inventory(cloud)["instances"] - before["instances"]) == 1  # packer had no time to clean
+    with deploy.instance() as instance:
+        killed = teamkit.wait_for(lambda: (r := instance.get_run_by_id(killed.run_id)).is_finished and r, 120,
+                                  "run monitoring to mark the killed run finished",
+                                  diagnose=lambda: deploy.daemon_log.read_text(errors="replace")[-3000:])
+        assert killed.status == dg.DagsterRunStatus.FAILURE
+        # The next build, in a new container, holding the image's lock, cleans up; then it is terminated.
+        nxt, _, _ = sensor_triggered_run(deploy, FAULT_REPO, {FAULT_IMAGE}, until=building)
+        assert nxt.tags["docker/container_id"] != killed.tags["docker/container_id"]
+        mid = sandbox_inventory(cloud)
+        assert len(mid["instances"] - before["instances"]) == 1  # the new build's own instance only
+        assert instance.run_coordinator.cancel_run(nxt.run_id)
+        teamkit.wait_for(lambda: instance.get_run_by_id(nxt.run_id).is_finished, 120, "the second run to finish")
+    assert killed.run_id in compute_logs(deploy.home, nxt.run_id)  # it said whose leftovers it removed
+    teamkit.wait_for(lambda: not pids_with_env("FAULT_MARK", deploy.mark), 30, "no process of the runs left")
+    assert sandbox_inventory(cloud) == before
