@@ -25,8 +25,6 @@ from image_assets import deploy_image, dockerd
 
 pytestmark = pytest.mark.timeout(1800)
 
-PROJECT = teamkit.PROJECT
-
 
 @pytest.fixture(scope="module")
 def pg():
