@@ -90,6 +90,47 @@ def summary() -> None:
                   f"{meta.get('parent_image_id', '-'):22} {str(meta.get('reused', '-')):6} {refs}")
 
 
+def _latest_check(instance, name: str, check: str) -> tuple[dict, bool | None]:
+    """(metadata, passed) of the check's latest evaluation; ({}, None) when it never ran."""
+    import dagster as dg
+
+    key = dg.AssetCheckKey(dg.AssetKey([name]), check)
+    record = instance.event_log_storage.get_latest_asset_check_execution_by_key([key]).get(key)
+    if not record or not record.evaluation:
+        return {}, None
+    return {k: v.value for k, v in record.evaluation.metadata.items()}, record.evaluation.passed
+
+
+def scores() -> None:
+    """One line per built image of the catalog: its image tests and OpenSCAP score, from the
+    latest check evaluations in DAGSTER_HOME's instance (the local tree's demo)."""
+    import dagster as dg
+
+    from image_assets.catalog import load_catalog
+    from image_assets.records import latest_metadata
+
+    catalog = load_catalog()
+    print(f"{'image':22} {'layer':8} {'image id':14} {'compliance':40} tests")
+    reports = []
+    with dg.DagsterInstance.get() as instance:
+        for name, image in catalog.images.items():
+            if not image.parent:
+                continue
+            image_id = (latest_metadata(instance, name) or {}).get("image_id", "-")
+            compliance, compliant = _latest_check(instance, name, "compliance")
+            tests, _ = _latest_check(instance, name, "image_tests")
+            score = "-"
+            if "rules_passed" in compliance:
+                score = (f"{compliance['rules_passed']} pass / {compliance['rules_failed']} fail, ratio "
+                         f"{compliance['ratio']:.2f} ({'ok' if compliant else 'FAILED'})")
+                reports.append(compliance["report"])
+            ran = (f"{tests['tests_passed']}/{tests['tests_passed'] + tests['tests_failed']} passed"
+                   if "tests_passed" in tests else "-")
+            print(f"{name:22} {image.layer.value:8} {image_id.split(':')[-1][:12]:14} {score:40} {ran}")
+    if reports:
+        print("OpenSCAP reports (HTML):\n  " + "\n  ".join(reports))
+
+
 if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else "repos"
     if command == "repos":
@@ -97,6 +138,8 @@ if __name__ == "__main__":
             print(f"demo repo {repo}: {path}")
     elif command == "summary":
         summary()
+    elif command == "scores":
+        scores()
     elif command == "cursor":
         # What git_tag_sensor records as its baseline right now, for `dagster sensor preview --cursor`.
         import logging
@@ -106,4 +149,4 @@ if __name__ == "__main__":
 
         print(evaluate_git_tags(load_catalog(), None, logging.getLogger("image_assets.demo")).cursor)
     else:
-        sys.exit("usage: python -m image_assets.demo repos [--force] | summary | cursor")
+        sys.exit("usage: python -m image_assets.demo repos [--force] | summary | scores | cursor")
