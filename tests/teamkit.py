@@ -286,6 +286,7 @@ class Deployment:
         self.repos = self.project / ".demo" / "git"
         self.mark = uuid.uuid4().hex  # in the env of every run container, so its processes can be found
         self.daemon_log = root / "daemon.log"
+        self.workspace: Path | None = None
 
     def catalog(self, git_url: str) -> Path:
         def edit(doc):
@@ -340,6 +341,7 @@ def start_deployment(stack, root: Path, pg: dict, launcher: str, image: str | No
         workspace = location["workspace"]
     else:
         workspace = host_workspace(deploy.home)
+    deploy.workspace = workspace
     stack.enter_context(dagster_daemon(workspace, dockerd.client_env(host_env), deploy.daemon_log))
     return deploy
 
@@ -406,3 +408,29 @@ def compute_logs(home: Path, run_id: str) -> str:
     return "".join(p.read_text(errors="replace") for p in (home / "storage" / run_id).rglob("*") if p.is_file())
 
 
+
+
+# The UI's own Terminate mutation (dagster-webserver 1.13's bundle: TerminateRunPolicy SAFE_TERMINATE).
+TERMINATE = """mutation Terminate($runIds: [String!]!, $terminatePolicy: TerminateRunPolicy) {
+  terminateRuns(runIds: $runIds, terminatePolicy: $terminatePolicy) {
+    __typename
+    ... on TerminateRunsResult { terminateRunResults { __typename
+      ... on TerminateRunFailure { message } ... on PythonError { message } } }
+    ... on PythonError { message }
+  }
+}"""
+
+
+def terminate_as_the_ui(deploy: Deployment, instance, run_id: str) -> str:
+    """Terminate a run as the UI's button does: the GraphQL mutation, run by Dagster's own schema
+    against this deployment's workspace (what dagster-webserver serves). Returns the result type."""
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+    from dagster_graphql.test.utils import execute_dagster_graphql
+
+    with WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=[str(deploy.workspace)])) as process:
+        result = execute_dagster_graphql(process.create_request_context(), TERMINATE,
+                                         {"runIds": [run_id], "terminatePolicy": "SAFE_TERMINATE"})
+    outcome = result.data["terminateRuns"]
+    results = outcome.get("terminateRunResults") or [outcome]
+    return ", ".join(f"{r['__typename']}{': ' + r['message'] if r.get('message') else ''}" for r in results)

@@ -138,9 +138,9 @@ def test_terminated_container_run_leaves_nothing(docker_team, cloud):
     assert len(sandbox_inventory(cloud)["instances"] - before["instances"]) == 1
     with deploy.instance() as instance:
         started = time.monotonic()
-        # The UI's Terminate (GraphQL terminateRun) calls exactly this: QueuedRunCoordinator.cancel_run ->
-        # DockerRunLauncher.terminate -> docker stop with deploy/dagster.yaml's stop_timeout.
-        assert instance.run_coordinator.cancel_run(run.run_id)
+        # The UI's Terminate mutation: QueuedRunCoordinator.cancel_run -> DockerRunLauncher.terminate ->
+        # docker stop with deploy/dagster.yaml's stop_timeout (it returns once the container exited).
+        assert teamkit.terminate_as_the_ui(deploy, instance, run.run_id) == "TerminateRunSuccess"
         stopped = time.monotonic() - started
         run = teamkit.wait_for(lambda: (r := instance.get_run_by_id(run.run_id)).is_finished and r, 120,
                                "the terminated run to be recorded as finished")
