@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from image_assets import dockerd, scan
+from image_assets import dockerd, scan, stores
 
 PROJECT = Path(__file__).resolve().parent.parent
 TEMPLATE = PROJECT / "packer" / "aws" / "linux"
@@ -166,7 +166,7 @@ def test_no_host_ca_certificate_ships(chain, tmp_path):
         lines = [l for l in cert.read_text().splitlines() if l and not l.startswith("-----")]
         markers.append(lines[len(lines) // 2])  # a line of the certificate's body, found in any PEM copy
     for key in ("global", "service", "product"):
-        tree = scan.export_tree(chain[key], tmp_path / key)
+        tree = stores.connect("local", "local").export_filesystem(chain[key], tmp_path / key)
         assert not (tree / "tmp" / "image-assets-build-ca.pem").exists()
         for marker in markers:
             found = subprocess.run(["grep", "-rlF", "--devices=skip", marker, str(tree)], capture_output=True,
@@ -176,8 +176,9 @@ def test_no_host_ca_certificate_ships(chain, tmp_path):
 
 
 def test_global_image_passes_more_standard_rules_than_its_base(chain, tmp_path):
-    base = scan.scan_image(chain["base"], "standard", tmp_path)
-    hardened = scan.scan_image(chain["global"], "standard", tmp_path)
+    store = stores.connect("local", "local")
+    base = scan.scan_image(store, chain["base"], "standard", report_dir=tmp_path)
+    hardened = scan.scan_image(store, chain["global"], "standard", report_dir=tmp_path)
     for result in (base, hardened):
         print(f"{result.image[:19]}: {result.passed} pass / {result.failed} fail / {result.notapplicable} "
               f"notapplicable {result.other} ({result.seconds:.1f} s)")

@@ -13,7 +13,6 @@ from conftest import PROJECT, latest, materialize
 from image_assets import dockerd, lifecycle, stores
 from image_assets.catalog import CatalogError, load_catalog
 
-HOST_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 CONTENT = {"ansible": "packer/ansible", "scripts": "packer/scripts/linux", "check": "packer/scripts/content-check.sh"}
 
 
@@ -26,13 +25,13 @@ def write_catalog(dest: Path, images: dict, deployment: str) -> Path:
 
 
 def linux_chain() -> dict:
-    ca = {"build_ca_bundle": str(HOST_BUNDLE)} if HOST_BUNDLE.exists() else {}
+    # No build_ca_bundle: the docker store sets it to the host's bundle (pip reaches PyPI through its proxy).
     return {
         "debian11": {"layer": "vendor", "vendor": {"image": dockerd.BASE_IMAGE}},
         "global-linux": {"layer": "global", "parent": "debian11", "template": "packer/aws/linux", "content": CONTENT,
-                         "variables": {"playbook": "global.yml", **ca}},
+                         "variables": {"playbook": "global.yml"}},
         "service-banner": {"layer": "service", "parent": "global-linux", "template": "packer/aws/linux",
-                           "content": CONTENT, "variables": {"scripts": ["sshd-banner.sh"], **ca}},
+                           "content": CONTENT, "variables": {"scripts": ["sshd-banner.sh"]}},
     }
 
 
