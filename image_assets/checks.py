@@ -148,9 +148,9 @@ def up_to_date(catalog: Catalog, name: str, chain: list[lineage.Link], current: 
 # --- image_tests and compliance: the image's content, run and scanned --------------------------
 
 
-def _not_run(name: str, check: str, store: Store) -> dg.AssetCheckResult:
+def _not_run(name: str, check: str, store: Store, why: str) -> dg.AssetCheckResult:
     # Never a pass: a WARN failure does not block children (nothing was learned about the image).
-    return _result(name, check, False, f"not run on {store.where}: {store.cannot_run}",
+    return _result(name, check, False, f"not run on {store.where}: {why}",
                    severity=dg.AssetCheckSeverity.WARN, status="not run")
 
 
@@ -170,7 +170,7 @@ def _masker(catalog: Catalog, name: str) -> Redactor:
 
 def image_tests(catalog: Catalog, name: str, image_id: str, store: Store) -> dg.AssetCheckResult:
     if store.cannot_run:
-        return _not_run(name, IMAGE_TESTS, store)
+        return _not_run(name, IMAGE_TESTS, store, store.cannot_run)
     commands = catalog.images[name].tests
     redact = _masker(catalog, name)
     started = time.monotonic()
@@ -194,8 +194,8 @@ def image_tests(catalog: Catalog, name: str, image_id: str, store: Store) -> dg.
 
 
 def compliance(catalog: Catalog, name: str, meta: dict, store: Store) -> dg.AssetCheckResult:
-    if store.cannot_run:
-        return _not_run(name, COMPLIANCE, store)
+    if store.cannot_export:
+        return _not_run(name, COMPLIANCE, store, store.cannot_export)
     declared_by, policy = catalog.compliance(name)
     tailoring = catalog.tailoring_path(name)
     parent_id = meta.get("parent_image_id")

@@ -109,8 +109,10 @@ class Store(abc.ABC):
     def remove_leftovers(self, name: str, run_id: str, log: Callable[[str], None] = print) -> list[str]:
         """Delete what build `run_id` of `name` left; only for a run known to be dead."""
 
-    # Why this store cannot run an image's content ("" when it can: run_commands, export_filesystem).
+    # Why this store cannot run an image's commands (run_commands) or unpack its filesystem
+    # (export_filesystem); "" when it can.
     cannot_run: str = "this target cannot run images"
+    cannot_export: str = "this target cannot unpack an image's filesystem"
 
     def run_commands(self, image_id: str, commands: list[str], timeout: float) -> list[CommandResult]:
         """Run each command, in order, inside one throwaway instance of the image."""
@@ -118,7 +120,7 @@ class Store(abc.ABC):
 
     def export_filesystem(self, image_id: str, dest: Path) -> Path:
         """Unpack the image's filesystem into dest, as the machine it will become."""
-        raise StoreError(f"{self.where}: {self.cannot_run}")
+        raise StoreError(f"{self.where}: {self.cannot_export}")
 
     def require_available(self, image_id: str, role: str) -> ImageRecord:
         """The image, verified to exist and be available."""

@@ -85,7 +85,7 @@ class DockerStore(Store):
         # the commit (finalize.sh), so it never ships.
         return {"build_ca_bundle": str(HOST_CA_BUNDLE)} if HOST_CA_BUNDLE.is_file() else {}
 
-    cannot_run = ""
+    cannot_run = cannot_export = ""
 
     def run_commands(self, image_id: str, commands: list[str], timeout: float) -> list[CommandResult]:
         # One container for all the commands, in order (a later one may rely on an earlier one's

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 from datetime import datetime, timedelta
 
 import boto3
@@ -15,12 +16,16 @@ from botocore.parsers import ResponseParserError
 
 from image_assets import sandbox
 from image_assets.errors import TRANSIENT_AWS_CODES, StoreError
-from image_assets.stores import MANAGED_BY, ImageRecord, Store
+from image_assets.stores import MANAGED_BY, CommandResult, ImageRecord, Store
 
 # Network-level failures of an AWS call: the endpoint did not answer.
 TRANSIENT_AWS_EXCEPTIONS = (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError,
                             botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError)
 LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped"]
+# Image tests on aws: an instance from the image, driven by SSM (its profile needs AmazonSSMManagedInstanceCore).
+TEST_PROFILE_ENV = "IMAGE_ASSETS_TEST_INSTANCE_PROFILE"
+TEST_TYPE_ENV = "IMAGE_ASSETS_TEST_INSTANCE_TYPE"  # default t3.micro
+TEST_SUBNET_ENV = "IMAGE_ASSETS_TEST_SUBNET"  # default: the account's default subnet
 
 
 def aws_error_is_transient(exc: BaseException) -> bool:
@@ -86,8 +91,8 @@ class Ec2Store(Store):
         except botocore.exceptions.BotoCoreError as exc:
             raise self._error("client", exc) from None
 
-    def client(self, max_attempts: int):
-        """An EC2 client for this target; standard retry mode backs off on throttling."""
+    def client(self, max_attempts: int, service: str = "ec2"):
+        """A client for this target (EC2, or SSM for image tests); standard retry mode backs off on throttling."""
         kwargs = {"region_name": self.region,
                   "config": Config(retries={"mode": "standard", "max_attempts": max_attempts})}
         if self.endpoint:
@@ -97,7 +102,7 @@ class Ec2Store(Store):
                 aws_secret_access_key=sandbox.CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
             )
         with _session_lock:
-            return _session().client("ec2", **kwargs)
+            return _session().client(service, **kwargs)
 
     @property
     def where(self) -> str:
@@ -107,8 +112,72 @@ class Ec2Store(Store):
     def cannot_run(self) -> str:
         if self.target == "sandbox":
             return "the sandbox emulates the EC2 API only: no instance ever runs an image there"
-        return ("running an image's content on aws (an instance launched from the image, driven by SSM) "
-                "is not implemented in this version")
+        if not os.environ.get(TEST_PROFILE_ENV):
+            return (f"image tests on aws run on an instance launched from the image, through SSM: set "
+                    f"{TEST_PROFILE_ENV} to an instance profile with AmazonSSMManagedInstanceCore")
+        return ""
+
+    @property
+    def cannot_export(self) -> str:
+        return "an EC2 image's filesystem is not unpacked here: OpenSCAP scores are taken on target local"
+
+    def run_commands(self, image_id: str, commands: list[str], timeout: float) -> list[CommandResult]:
+        if self.cannot_run:
+            raise StoreError(f"{self.where}: {self.cannot_run}")
+        return self.run_on_instance(image_id, commands, timeout, os.environ[TEST_PROFILE_ENV],
+                                    os.environ.get(TEST_TYPE_ENV, "t3.micro"), os.environ.get(TEST_SUBNET_ENV))
+
+    def run_on_instance(self, image_id: str, commands: list[str], timeout: float, instance_profile: str,
+                        instance_type: str = "t3.micro", subnet: str | None = None) -> list[CommandResult]:
+        """Launch one instance from the image (tagged; terminated whatever happens), run each command
+        with SSM's AWS-RunShellScript in order, and return each one's exit code and output."""
+        deadline = time.monotonic() + timeout
+        tags = [{"Key": "ManagedBy", "Value": MANAGED_BY}, {"Key": "Purpose", "Value": "image-tests"},
+                {"Key": "TestedImageId", "Value": image_id}]
+        launch = {"ImageId": image_id, "InstanceType": instance_type, "MinCount": 1, "MaxCount": 1,
+                  "IamInstanceProfile": {"Name": instance_profile}, "InstanceInitiatedShutdownBehavior": "terminate",
+                  "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}]}
+        if subnet:
+            launch["SubnetId"] = subnet
+        instance = self._call("run_instances", **launch)["Instances"][0]["InstanceId"]
+        delay = 1 if self.endpoint else 10
+        try:
+            self.ec2.get_waiter("instance_running").wait(
+                InstanceIds=[instance], WaiterConfig={"Delay": delay, "MaxAttempts": max(1, int(timeout // delay))})
+            ssm = self.client(max_attempts=5, service="ssm")
+            return [self._ssm_run(ssm, instance, command, deadline, delay) for command in commands]
+        except botocore.exceptions.WaiterError as exc:
+            raise StoreError(f"{self.where}: test instance {instance} of {image_id} did not start: {exc}") from None
+        except botocore.exceptions.ClientError as exc:
+            raise self._error("SSM send_command", exc) from None
+        finally:
+            self._call("terminate_instances", InstanceIds=[instance])
+            self.ec2.get_waiter("instance_terminated").wait(
+                InstanceIds=[instance], WaiterConfig={"Delay": delay, "MaxAttempts": 120})
+
+    @staticmethod
+    def _ssm_run(ssm, instance: str, command: str, deadline: float, delay: float) -> CommandResult:
+        while True:  # the SSM agent registers some seconds after the instance runs
+            try:
+                sent = ssm.send_command(InstanceIds=[instance], DocumentName="AWS-RunShellScript",
+                                        Parameters={"commands": [command]},
+                                        TimeoutSeconds=max(30, int(deadline - time.monotonic())))
+                break
+            except botocore.exceptions.ClientError as exc:
+                if aws_error_code(exc) != "InvalidInstanceId" or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+        command_id = sent["Command"]["CommandId"]
+        try:
+            ssm.get_waiter("command_executed").wait(
+                CommandId=command_id, InstanceId=instance,
+                WaiterConfig={"Delay": delay, "MaxAttempts": max(1, int((deadline - time.monotonic()) // delay))})
+        except botocore.exceptions.WaiterError:
+            pass  # a failed command ends the waiter too: its invocation says how
+        done = ssm.get_command_invocation(CommandId=command_id, InstanceId=instance)
+        code = done.get("ResponseCode", -1)
+        output = (done.get("StandardOutputContent", "") + done.get("StandardErrorContent", "")).strip("\n")
+        return CommandResult(command, code if code >= 0 else 1, output or done.get("StatusDetails", ""))
 
     def packer_env(self) -> dict[str, str]:
         """Environment for packer: sandbox credentials, or the caller's own AWS chain."""
