@@ -73,16 +73,28 @@ def cmd_outdated(args, catalog) -> int:
 
     with dagster_instance("`outdated`") as instance:
         current = current_images(catalog, instance)
-    stale = [f for f in lineagemod.outdated(catalog, _store(catalog), current) if f.status != "current"]
+    store = _store(catalog)
+    stale = [f for f in lineagemod.outdated(catalog, store, current) if f.status != "current"]
+    # An outdated image can still be sound; a revoked current image must be rebuilt: list both.
+    revoked = []
+    for name, image_id in current.items():
+        record = store.get(image_id) if image_id and not catalog.images[name].vendor else None
+        if record and record.revoked:
+            revoked.append({"name": name, "image_id": image_id, "revoked": record.revoked})
     if args.json:
-        print(json.dumps([f.as_dict() for f in stale], indent=2))
+        print(json.dumps([f.as_dict() for f in stale] + [{"name": r["name"], "image_id": r["image_id"], "status": "revoked",
+                                                           "cause": r["revoked"]} for r in revoked], indent=2))
         return 0
-    if not stale:
+    if stale:
+        rows = [["IMAGE", "IMAGE ID", "PARENT", "BUILT ON", "EXPECTED PARENT", "STATUS", "WHY"]]
+        rows += [[f.name, f.image_id, f.parent, f.built_on, f.expected_parent or "-", f.status, f.cause] for f in stale]
+        print(_table(rows))
+    else:
         print("no outdated images: every built image sits on the current image of its parent asset")
-        return 0
-    rows = [["IMAGE", "IMAGE ID", "PARENT", "BUILT ON", "EXPECTED PARENT", "STATUS", "WHY"]]
-    rows += [[f.name, f.image_id, f.parent, f.built_on, f.expected_parent or "-", f.status, f.cause] for f in stale]
-    print(_table(rows))
+    if revoked:
+        print(f"\n{len(revoked)} current image(s) revoked (rebuild: dagster asset materialize -m definitions "
+              "--select 'NAME*'):")
+        print(_table([["IMAGE", "IMAGE ID", "REVOKED"]] + [[r["name"], r["image_id"], r["revoked"]] for r in revoked]))
     return 0
 
 
@@ -100,9 +112,14 @@ def cmd_revoke(args, catalog) -> int:
     if args.json:
         print(json.dumps([e.as_dict() for e in entries], indent=2))
         return 0
+    # A store without deprecation says so once, not on every image's line.
+    notes = {e.deprecation for e in entries if e.deprecation.startswith("not set")}
     for e in entries:
         state = "already revoked" if e.already else "revoked"
-        print(f"{state}: {e.image_id} ({e.name}) {e.tag}" + (f"; {e.deprecation}" if e.deprecation else ""))
+        note = f"; {e.deprecation}" if e.deprecation and e.deprecation not in notes else ""
+        print(f"{state}: {e.image_id} ({e.name}) {e.tag}{note}")
+    for note in sorted(notes):
+        print(f"deprecation {note}")
     return 0
 
 
@@ -188,6 +205,16 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    try:
+        return _run(args)
+    except BrokenPipeError:
+        # The reader went away (`| head`): not an error. Point stdout at /dev/null so the
+        # interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _run(args) -> int:
     try:
         catalog = load_catalog(args.catalog) if getattr(args, "catalog_needed", True) else None
         return args.func(args, catalog)

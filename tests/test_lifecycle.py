@@ -220,6 +220,25 @@ def test_revocation(demo_catalog, instance, cloud):
     rebuilt = ids(instance, linux)
     assert not set(rebuilt.values()) & (set(old.values()) | set(new.values()))
 
+    # The table: the store's missing deprecation said once, not on each image's line.
+    table = cli(demo_catalog, instance, "revoke", rebuilt["python310"], "--reason", "table").stdout
+    assert table.count("does not support") == 1 and table.count("revoked: ami-") == 2, table
+    assert table.splitlines()[-1].startswith("deprecation not set: sandbox")
+    # outdated lists the revoked current images (it said "no outdated images" and nothing more).
+    listed = cli(demo_catalog, instance, "outdated").stdout
+    assert "2 current image(s) revoked" in listed and rebuilt["python310"] in listed and rebuilt["service-urllib3"] in listed
+    revoked_json = {o["name"]: o for o in cli_json(demo_catalog, instance, "outdated") if o["status"] == "revoked"}
+    assert set(revoked_json) == {"python310", "service-urllib3"} and "table" in revoked_json["python310"]["cause"]
+    # A reader that goes away early (`| head`) is no error: the pipe is closed before the command
+    # writes (it is still importing), so every write meets a closed pipe; no BrokenPipeError traceback.
+    env = {**os.environ, "IMAGE_ASSETS_CATALOG": str(demo_catalog.path), "DAGSTER_HOME": instance.root_directory}
+    piped = subprocess.Popen([sys.executable, "-m", "image_assets", "lineage", rebuilt["service-urllib3"], "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=PROJECT)
+    piped.stdout.close()
+    _, stderr = piped.communicate(timeout=120)
+    assert piped.returncode == 0 and b"Traceback" not in stderr and b"BrokenPipe" not in stderr, stderr
+
+
 
 # --- retention ----------------------------------------------------------------------------------
 
