@@ -35,11 +35,18 @@ def executor():
     return EXECUTORS[name]
 
 
+# A named job for every image (with its checks): what API clients launch (Dagster's GraphQL
+# `launchRun`, DagsterGraphQLClient.submit_job_execution) instead of the internal __ASSET_JOB.
+BUILD_JOB = "build_images"
+
+
 def build_defs(catalog: Catalog) -> dg.Definitions:
     revoke_job, retention_job = lifecycle_jobs(catalog)
+    build_job = dg.define_asset_job(BUILD_JOB, selection=dg.AssetSelection.all(include_sources=False),
+                                    description="Build (or reuse) every image of the catalog, in layer order, with its checks.")
     return dg.Definitions(
         assets=image_assets(catalog),
-        jobs=[revoke_job, retention_job],
+        jobs=[build_job, revoke_job, retention_job],
         schedules=[retention_schedule(retention_job)],
         resources={"packer": PackerCli()},
         executor=executor(),

@@ -26,6 +26,8 @@ def test_definitions_carry_the_checks_jobs_and_schedule_cheaply(demo_catalog, mo
     specs = {s.name: s for s in checks.check_specs(demo_catalog, "python310")}
     assert {n for n, s in specs.items() if s.blocking} == {"exists_and_available", "tags_complete", "not_revoked"}
     assert defs.resolve_job_def("revoke_image") and defs.resolve_job_def("image_retention")
+    build = defs.resolve_job_def("build_images")  # the named job API clients launch
+    assert {k.path[-1] for k in build.asset_layer.executable_asset_keys} == set(demo_catalog.images)
     assert defs.resolve_schedule_def("image_retention_daily").default_status == dg.DefaultScheduleStatus.STOPPED
 
 
