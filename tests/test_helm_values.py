@@ -16,9 +16,11 @@ CHART_KEYS = Path(__file__).parent / "fixtures" / "helm" / "dagster-chart-master
 # Chart keys that are free-form maps or lists (Kubernetes objects, env, raw pod/job config, extra
 # instance config): the chart passes their children through, so any child is allowed.
 OPEN_MAPS = {"env", "envSecrets", "envConfigMaps", "envVars", "labels", "annotations", "resources",
-             "nodeSelector", "volumes", "volumeMounts", "runK8sConfig", "additionalInstanceConfig"}
-# Keys the chart's values.yaml has only as comments, which its templates read (configmap-instance.yaml).
-COMMENTED_IN_CHART = {"dagsterDaemon.runMonitoring.cancelTimeoutSeconds"}
+             "nodeSelector", "volumes", "volumeMounts", "podSpecConfig", "additionalInstanceConfig"}
+# Keys the chart's values.yaml has only in comments (an example, a default left commented out) and
+# its templates or schema read: configmap-instance.yaml, the schema's RunK8sConfig.
+COMMENTED_IN_CHART = {"dagsterDaemon.runMonitoring.cancelTimeoutSeconds",
+                      "runLauncher.config.k8sRunLauncher.runK8sConfig.podSpecConfig"}
 
 
 def values() -> dict:
@@ -47,6 +49,8 @@ def test_an_unknown_key_is_reported_with_its_path():
     # Under an open map anything goes; the same name outside one is still checked.
     ok = {"runLauncher": {"config": {"k8sRunLauncher": {"runK8sConfig": {"podSpecConfig": {"anything": 1}}}}}}
     assert unknown_paths(ok, keys, OPEN_MAPS) == []
+    raw = {"runLauncher": {"config": {"k8sRunLauncher": {"runK8sConfig": {"podSpecConfg": {}}}}}}
+    assert unknown_paths(raw, keys, OPEN_MAPS) == ["runLauncher.config.k8sRunLauncher.runK8sConfig.podSpecConfg"]
     assert unknown_paths({"labels": {"a": "b"}}, keys, OPEN_MAPS) == ["labels"]
 
 
