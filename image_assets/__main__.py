@@ -1,5 +1,5 @@
-"""`python -m image_assets lineage|outdated|revoke|retention|check-template`: image lifecycle and
-template checks from the command line.
+"""`python -m image_assets lineage|outdated|revoke|retention|channels|promote|rollback|check-template`:
+image lifecycle, release channels and template checks from the command line.
 
 The catalog is images.yaml or $IMAGE_ASSETS_CATALOG (or --catalog); commands that need the
 current materializations read the Dagster instance in $DAGSTER_HOME and refuse to run without it.
@@ -69,6 +69,7 @@ def cmd_lineage(args, catalog) -> int:
 
 
 def cmd_outdated(args, catalog) -> int:
+    from image_assets import channels
     from image_assets.lifecycle import current_images
 
     with dagster_instance("`outdated`") as instance:
@@ -91,6 +92,10 @@ def cmd_outdated(args, catalog) -> int:
         print(_table(rows))
     else:
         print("no outdated images: every built image sits on the current image of its parent asset")
+    lagging = channels.lagging(channels.listing(catalog, store, current))
+    if lagging:  # a channel behind latest is a release decision, not a fault: shown, exit 0
+        print(f"\n{len(lagging)} channel(s) not on the current image:")
+        print("\n".join(lagging))
     if revoked:
         print(f"\n{len(revoked)} current image(s) revoked (rebuild: dagster asset materialize -m definitions "
               "--select 'NAME*'):")
@@ -101,11 +106,13 @@ def cmd_outdated(args, catalog) -> int:
 def cmd_revoke(args, catalog) -> int:
     from image_assets import lifecycle
 
-    entries = lifecycle.revoke(_store(catalog), args.image_id, args.reason)
+    entries = lifecycle.revoke(_store(catalog), args.image_id, args.reason, catalog=catalog)
     with dagster_instance("recording the revocation", required=False) as instance:
         for entry in entries:
             if instance is not None and not entry.already:
                 instance.report_runless_asset_event(lifecycle.revocation_observation(entry, args.reason))
+            for move in entry.channels if instance is not None else ():
+                instance.report_runless_asset_event(move.observation())
     if instance is None:
         print("warning: DAGSTER_HOME is not set: the revocation is tagged in the cloud but not recorded "
               "as Dagster asset observations", file=sys.stderr)
@@ -118,6 +125,8 @@ def cmd_revoke(args, catalog) -> int:
         state = "already revoked" if e.already else "revoked"
         note = f"; {e.deprecation}" if e.deprecation and e.deprecation not in notes else ""
         print(f"{state}: {e.image_id} ({e.name}) {e.tag}{note}")
+    for move in (m for e in entries for m in e.channels):
+        print(f"channel {move}")
     for note in sorted(notes):
         print(f"deprecation {note}")
     return 0
@@ -140,6 +149,60 @@ def cmd_retention(args, catalog) -> int:
     if args.dry_run:
         print("dry run: nothing was changed")
     return 0
+
+
+def cmd_channels(args, catalog) -> int:
+    from image_assets import channels
+    from image_assets.lifecycle import current_images
+
+    if args.image and (args.image not in catalog.images or catalog.images[args.image].vendor):
+        raise UsageError(f"no built image {args.image!r} in {catalog.path}")
+    with dagster_instance("`channels`", required=False) as instance:
+        current = current_images(catalog, instance) if instance is not None else None
+    rows = channels.listing(catalog, _store(catalog), current, args.image)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        return 0
+    table = [["IMAGE", "CHANNEL", "REGION", "IMAGE ID", "CURRENT", "LAGS"]]
+    for r in rows:
+        state = "-" if r.current is None else ("yes" if r.current else "no")
+        table.append([r.image, r.channel, r.region, r.image_id or "(unset)", state,
+                      "-" if r.lags is None else f"{r.lags} build{'s' * (r.lags != 1)}"])
+    print(_table(table) if rows else "no channels")
+    if current is None:
+        print("note: DAGSTER_HOME is not set: CURRENT (the asset's current materialization) is unknown",
+              file=sys.stderr)
+    return 0
+
+
+def _record_moves(moves, as_json: bool) -> int:
+    with dagster_instance("recording the channel move", required=False) as instance:
+        for move in moves:
+            if instance is not None:
+                instance.report_runless_asset_event(move.observation())
+    if instance is None:
+        print("warning: DAGSTER_HOME is not set: the channel moved in the store but the move is not recorded "
+              "as a Dagster asset observation", file=sys.stderr)
+    if as_json:
+        print(json.dumps([m.as_dict() for m in moves], indent=2))
+    else:
+        for move in moves:
+            print(move)
+    return 0
+
+
+def cmd_promote(args, catalog) -> int:
+    from image_assets import channels
+
+    return _record_moves([channels.promote(catalog, _store(catalog), args.image, args.source, args.dest,
+                                           channels.who())], args.json)
+
+
+def cmd_rollback(args, catalog) -> int:
+    from image_assets import channels
+
+    return _record_moves([channels.rollback(catalog, _store(catalog), args.image, args.channel, channels.who())],
+                         args.json)
 
 
 def cmd_check_template(args, catalog) -> int:
@@ -193,6 +256,21 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--dry-run", action="store_true", help="print what would be deleted; change nothing")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_retention)
+    c = sub.add_parser("channels", help="release channels: the image each points at, and how far it lags latest")
+    c.add_argument("image", nargs="?")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_channels)
+    c = sub.add_parser("promote", help="point a channel at the image another channel points at")
+    c.add_argument("image")
+    c.add_argument("--from", dest="source", default="latest", help="default: latest")
+    c.add_argument("--to", dest="dest", required=True)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_promote)
+    c = sub.add_parser("rollback", help="set a channel back to its previous unrevoked image")
+    c.add_argument("image")
+    c.add_argument("--channel", required=True)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_rollback)
     c = sub.add_parser("check-template", help="every way a template directory breaks the template contract")
     c.add_argument("dir", help="a directory of *.pkr.hcl files")
     c.add_argument("--image", help="the catalog image built from it: its variables and secrets count as set")

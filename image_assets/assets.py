@@ -5,7 +5,7 @@ import json
 import dagster as dg
 
 from image_assets import build as buildmod
-from image_assets import checks, stores
+from image_assets import channels, checks, stores
 from image_assets.catalog import Catalog, CatalogError
 from image_assets.errors import StoreError
 from image_assets.packer import PackerCli, PackerError
@@ -106,16 +106,42 @@ def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
     @dg.multi_asset(name=name.replace("-", "_"), specs=[spec], check_specs=checks.check_specs(catalog, name),
                     can_subset=True, pool="packer", retry_policy=RETRY_POLICY)
     def _built(context: dg.AssetExecutionContext, packer: PackerCli):
-        metadata = None
+        metadata, built, moves = None, None, []
         if key in context.selected_asset_keys:
             built = _build(context, catalog, name, packer)
             metadata = built.metadata()
-            yield dg.MaterializeResult(asset_key=key, metadata=metadata, data_version=dg.DataVersion(built.image_id))
         selected = {check.name for check in context.selected_asset_check_keys}
-        if selected:
-            yield from checks.results(catalog, name, context.instance, selected, packer, metadata)
+        # The checks run before the materialization is yielded (they read the new image through
+        # `metadata`), so what passing them releases (channels) goes into its metadata; their
+        # results still follow it, and attach to it.
+        results = list(checks.results(catalog, name, context.instance, selected, packer, metadata)) if selected else []
+        if built is not None:
+            metadata["channels"], moves = _release(context, catalog, name, built, results)
+            yield dg.MaterializeResult(asset_key=key, metadata=metadata, data_version=dg.DataVersion(built.image_id))
+        yield from results
+        yield from (move.observation() for move in moves)
 
     return _built
+
+
+def _release(context: dg.AssetExecutionContext, catalog: Catalog, name: str, built: buildmod.Built,
+             results: list[dg.AssetCheckResult]) -> tuple[dict[str, str], list[channels.Move]]:
+    """Publish the image to `latest` when every blocking check of it ran and passed; returns
+    "<region>/<channel>" -> image id of what now points at it, and the moves made."""
+    blocking = {c for c in checks.image_checks(catalog, name) if c in checks.BLOCKING}
+    failed = sorted(blocking - {r.check_name for r in results if r.passed})
+    if failed:
+        context.log.warning(f"{name}: {built.image_id} not published to {channels.LATEST!r}: blocking checks "
+                            f"{', '.join(failed)} did not pass (or did not run)")
+        return {}, []
+    try:
+        store = stores.connect(catalog.target, catalog.defaults.region)
+        move = channels.publish(store, name, built.image_id, channels.who(context.run.tags))
+    except StoreError as exc:
+        raise _fail(f"image {name!r}: publishing {built.image_id} to {channels.LATEST!r}: {exc}",
+                    transient=exc.transient) from None
+    context.log.info(str(move) if move else f"{name}: {channels.LATEST!r} already points at {built.image_id}")
+    return {f"{store.region}/{channels.LATEST}": built.image_id}, [move] if move else []
 
 
 def _build(context: dg.AssetExecutionContext, catalog: Catalog, name: str, packer: PackerCli) -> buildmod.Built:

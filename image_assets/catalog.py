@@ -26,6 +26,7 @@ _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _REPO_TEMPLATE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*):(.+)$")
 _NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
+_CHANNEL = re.compile(r"^[a-z][a-z0-9-]*$")
 _GLOB = re.compile(r"^[A-Za-z0-9._/*?\[\]!+-]{1,128}$")
 # git transports that run commands or read arbitrary fds; refused outright.
 _BAD_URL = re.compile(r"(^-)|(^[A-Za-z0-9+.-]+::)|([\s\x00-\x1f])|(://-)|(--upload-pack|--receive-pack|--config)")
@@ -149,6 +150,20 @@ class Image(_Model):
     # container (target local), before any child builds on it.
     tests: list[Annotated[str, Field(min_length=1)]] = []
     compliance: Compliance | None = None
+    # Release channels (image_assets.channels): every build that passes its blocking checks is
+    # published to `latest` (added when not listed); the others move by promotion and rollback.
+    channels: list[str] = ["latest"]
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, channels: list[str]) -> list[str]:
+        for channel in channels:
+            if not isinstance(channel, str) or not _CHANNEL.match(channel) or len(channel) > 64:
+                raise ValueError(f"channel {channel!r} is not a channel name (lower-case letters, digits and '-', "
+                                 "starting with a letter: it becomes an SSM parameter path and a docker tag)")
+        if len(set(channels)) != len(channels):
+            raise ValueError(f"channels {channels} name a channel twice")
+        return channels if "latest" in channels else ["latest", *channels]
 
     @field_validator("variables")
     @classmethod
@@ -376,6 +391,8 @@ def _check_graph(catalog: Catalog) -> None:
                 fail(name, "parent", "a vendor image has no parent")
             if not img.vendor:
                 fail(name, "vendor", "a vendor image needs a vendor query (owners, name)")
+            if img.channels != ["latest"]:
+                fail(name, "channels", "a vendor image is looked up, not built: nothing publishes it to a channel")
             continue
         if img.vendor:
             fail(name, "vendor", f"only vendor images have a vendor query (layer is {img.layer.value})")

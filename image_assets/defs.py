@@ -6,6 +6,7 @@ import dagster as dg
 
 from image_assets.assets import image_assets
 from image_assets.catalog import Catalog
+from image_assets.channels import channel_jobs
 from image_assets.lifecycle import lifecycle_jobs, retention_schedule
 from image_assets.packer import PackerCli
 from image_assets.sensors import image_sensors
@@ -46,7 +47,7 @@ def build_defs(catalog: Catalog) -> dg.Definitions:
                                     description="Build (or reuse) every image of the catalog, in layer order, with its checks.")
     return dg.Definitions(
         assets=image_assets(catalog),
-        jobs=[build_job, revoke_job, retention_job],
+        jobs=[build_job, revoke_job, retention_job, *channel_jobs(catalog)],
         schedules=[retention_schedule(retention_job)],
         resources={"packer": PackerCli()},
         executor=executor(),

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from image_assets import channels as channelsmod
 from image_assets.records import latest_metadata
 from image_assets.catalog import Catalog
 from image_assets.errors import StoreError
@@ -49,6 +50,7 @@ class Revocation:
     via: str  # the image whose revocation caused this one (itself for the root)
     already: bool = False  # was revoked before: tag kept as it was, nothing recorded again
     deprecation: str = ""  # what happened to the store's deprecation time
+    channels: list = field(default_factory=list)  # channels.Move: channels moved off this image
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -75,8 +77,10 @@ def descendants(images: list[ImageRecord], image_id: str) -> list[ImageRecord]:
     return out
 
 
-def revoke(store: Store, image_id: str, reason: str, at: datetime | None = None) -> list[Revocation]:
-    """Tag the image and every managed image built on it (transitively) Revoked; set deprecation."""
+def revoke(store: Store, image_id: str, reason: str, at: datetime | None = None, catalog: Catalog | None = None,
+           by: str = "") -> list[Revocation]:
+    """Tag the image and every managed image built on it (transitively) Revoked; set deprecation.
+    With the catalog, each channel that pointed at one of them moves back (channels.off_revoked)."""
     reason = (reason or "").strip()
     if not reason:
         raise LifecycleError("a revocation needs a reason (--reason TEXT)")
@@ -97,6 +101,13 @@ def revoke(store: Store, image_id: str, reason: str, at: datetime | None = None)
             store.tag(target.id, {REVOKED_TAG: entry.tag})
             entry.deprecation = store.deprecate(target.id, at)
         out.append(entry)
+    if catalog is not None:
+        revoked: dict[str, set[str]] = {}
+        for entry in out:
+            revoked.setdefault(entry.name, set()).add(entry.image_id)
+        by_id = {entry.image_id: entry for entry in out}
+        for move in channelsmod.off_revoked(catalog, store, revoked, by or channelsmod.who()):
+            by_id[move.from_image_id].channels.append(move)
     return out
 
 
@@ -132,11 +143,12 @@ def _newest_first(images: list[ImageRecord]) -> list[ImageRecord]:
 
 
 def plan_retention(catalog: Catalog, images: list[ImageRecord], current: Mapping[str, str | None],
-                   now: datetime | None = None) -> list[Decision]:
+                   now: datetime | None = None, held: Mapping[str, str] | None = None) -> list[Decision]:
     """Keep or delete each managed image; pure, so it is tested without a store.
 
     Kept: the newest `keep` per image name, anything younger than `min_age`, the current
-    materialization of every asset, images not yet available, and every ancestor of a kept image.
+    materialization of every asset, images a release channel points at (`held`: id -> reason),
+    images not yet available, and every ancestor of a kept image.
     Names not in the catalog, or whose asset has no materialization in this Dagster instance,
     are left alone entirely: without a policy or the current image, deleting would be a guess.
     """
@@ -148,6 +160,7 @@ def plan_retention(catalog: Catalog, images: list[ImageRecord], current: Mapping
     for image in images:
         by_name.setdefault(image.tags.get("ImageName", ""), []).append(image)
     current_ids = {v for v in current.values() if v}
+    held = held or {}
     decisions: dict[str, Decision] = {}
     for name, group in by_name.items():
         policy = catalog.images[name].retention if name in catalog.images else None
@@ -161,6 +174,8 @@ def plan_retention(catalog: Catalog, images: list[ImageRecord], current: Mapping
                 decide(False, f"asset {name!r} has no materialization in this Dagster instance")
             elif image.id in current_ids:
                 decide(False, "current materialization")
+            elif image.id in held:
+                decide(False, held[image.id])
             elif rank < policy.keep:
                 decide(False, f"among the newest {policy.keep}")
             elif now - _created(image) < policy.min_age_delta:
@@ -199,7 +214,8 @@ def apply_retention(store: Store, decisions: list[Decision]) -> list[Decision]:
 
 def retention(catalog: Catalog, store: Store, current: Mapping[str, str | None], dry_run: bool,
               record: Callable[[dg.AssetObservation], None], now: datetime | None = None) -> list[Decision]:
-    decisions = plan_retention(catalog, store.managed_images(Deployment=catalog.deployment), current, now)
+    decisions = plan_retention(catalog, store.managed_images(Deployment=catalog.deployment), current, now,
+                               channelsmod.held(catalog, store))
     if dry_run:
         return decisions
     at = _stamp(now or utcnow())
@@ -241,7 +257,8 @@ def lifecycle_jobs(catalog: Catalog) -> list[dg.JobDefinition]:
     @dg.op(name="revoke_image_and_descendants")
     def revoke_op(context: dg.OpExecutionContext, config: RevokeConfig) -> None:
         try:
-            entries = revoke(_store(catalog), config.image_id, config.reason)
+            entries = revoke(_store(catalog), config.image_id, config.reason, catalog=catalog,
+                             by=channelsmod.who(context.run.tags))
         except (LifecycleError, StoreError) as exc:
             raise dg.Failure(description=str(exc)) from None
         for entry in entries:
@@ -250,6 +267,9 @@ def lifecycle_jobs(catalog: Catalog) -> list[dg.JobDefinition]:
             else:
                 context.log.info(f"revoked {entry.image_id} ({entry.name}): {entry.tag}; {entry.deprecation}")
                 context.log_event(revocation_observation(entry, config.reason))
+            for move in entry.channels:
+                context.log.info(str(move))
+                context.log_event(move.observation())
 
     @dg.op(name="apply_retention")
     def retention_op(context: dg.OpExecutionContext, config: RetentionConfig) -> None:

@@ -202,7 +202,8 @@ def test_revocation(demo_catalog, instance, cloud):
         "config": {"image_id": new["global-linux"], "reason": "bad agent version"}}}})
     assert result.success
     revoked = {e.event_specific_data.asset_observation.metadata["image_id"].value
-               for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"}
+               for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"
+               and e.event_specific_data.asset_observation.metadata["action"].value == "revoked"}  # not channel moves
     assert revoked == set(new.values())
     tags = {img.id: img.tags for img in cloud.managed_images()}
     assert all("Revoked" not in tags[i] for i in windows.values())

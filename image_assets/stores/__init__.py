@@ -44,6 +44,19 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
+class ChannelEntry:
+    """One value a release channel had (image_assets.channels), as the store keeps its history."""
+
+    image_id: str
+    at: str  # ISO 8601 UTC: when the channel was set to it
+
+
+def channel_parameter(image: str, channel: str) -> str:
+    """The SSM parameter (and, in spirit, the name) of a channel: a contract Terraform reads."""
+    return f"/image-assets/{image}/{channel}"
+
+
+@dataclass(frozen=True)
 class CommandResult:
     """One command run inside an image (an image test)."""
 
@@ -108,6 +121,18 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def remove_leftovers(self, name: str, run_id: str, log: Callable[[str], None] = print) -> list[str]:
         """Delete what build `run_id` of `name` left; only for a run known to be dead."""
+
+    # Release channels (image_assets.channels): a named pointer to an image id, with its history.
+    @abc.abstractmethod
+    def channel_get(self, image: str, channel: str) -> str | None:
+        """The image id the channel points at; None when it was never set."""
+
+    @abc.abstractmethod
+    def channel_set(self, image: str, channel: str, image_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def channel_history(self, image: str, channel: str) -> list[ChannelEntry]:
+        """Every value the channel had, oldest first (the current one last)."""
 
     # Why this store cannot run an image's commands (run_commands) or unpack its filesystem
     # (export_filesystem); "" when it can.

@@ -6,6 +6,10 @@ change once an image exists, so tags added later (Revoked) live in a side record
 per image id in the state dir, merged over the labels. A dead build's leftover is its build
 container: the template's run_command labels it (ManagedBy, ImageName, DagsterRunId), so it is
 found by run and removed once that run is known dead.
+
+A release channel is the docker tag `<image>:<channel>` on the image id; docker keeps no history
+of where a tag pointed, so each channel's values are also appended to a JSON record in the state
+dir (what rollback reads).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 
 from image_assets import dockerd
 from image_assets.errors import StoreError
-from image_assets.stores import MANAGED_BY, CommandResult, ImageRecord, Store
+from image_assets.stores import MANAGED_BY, ChannelEntry, CommandResult, ImageRecord, Store
 
 # Each command in `sh -c`, its output and exit code framed by markers (no `set -e`: all run).
 _MARK, _MARK_RC = "\n@@image-assets-test@@\n", "\n@@image-assets-test-rc@@"
@@ -54,6 +58,7 @@ class DockerStore(Store):
     def __init__(self, target: str, region: str):
         self.target, self.region = target, region
         self.extra_dir = dockerd.state_dir() / "docker-tags"
+        self.channel_dir = dockerd.state_dir() / "docker-channels"
 
     @property
     def where(self) -> str:
@@ -195,6 +200,29 @@ class DockerStore(Store):
             raise StoreError(f"{self.where}: docker rmi {image.id} failed: {done.stderr.strip()}")
         (self.extra_dir / f"{image.id.replace(':', '_')}.json").unlink(missing_ok=True)
         return []
+
+    def _channel_record(self, image: str, channel: str) -> Path:
+        return self.channel_dir / f"{image}.{channel}.json"
+
+    def channel_get(self, image: str, channel: str) -> str | None:
+        found = self._inspect([f"{image}:{channel}"])
+        return found[0].id if found else None
+
+    def channel_set(self, image: str, channel: str, image_id: str) -> None:
+        self._docker("tag", image_id, f"{image}:{channel}")
+        entries = [e.__dict__ for e in self.channel_history(image, channel)]
+        entries.append({"image_id": image_id, "at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+        path = self._channel_record(image, channel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(entries))
+        tmp.replace(path)
+
+    def channel_history(self, image: str, channel: str) -> list[ChannelEntry]:
+        try:
+            return [ChannelEntry(**e) for e in json.loads(self._channel_record(image, channel).read_text())]
+        except (OSError, ValueError, TypeError):
+            return []
 
     def _build_containers(self, name: str, run_id: str | None = None) -> list[tuple[str, str]]:
         """(container id, run id) of packer build containers of `name` (the template's run_command

@@ -7,7 +7,7 @@ import functools
 import os
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import boto3
 import botocore.exceptions
@@ -16,7 +16,7 @@ from botocore.parsers import ResponseParserError
 
 from image_assets import sandbox
 from image_assets.errors import TRANSIENT_AWS_CODES, StoreError
-from image_assets.stores import MANAGED_BY, CommandResult, ImageRecord, Store
+from image_assets.stores import MANAGED_BY, ChannelEntry, CommandResult, ImageRecord, Store, channel_parameter
 
 # Network-level failures of an AWS call: the endpoint did not answer.
 TRANSIENT_AWS_EXCEPTIONS = (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError,
@@ -257,6 +257,40 @@ class Ec2Store(Store):
         for snap in image.snapshots:
             self._call("delete_snapshot", SnapshotId=snap)
         return list(image.snapshots)
+
+    # --- Release channels: one SSM parameter each; SSM keeps every value's version (history) ---
+
+    @functools.cached_property
+    def ssm(self):
+        return self.client(max_attempts=5, service="ssm")
+
+    def _ssm(self, op: str, name: str, call):
+        try:
+            return call()
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            if aws_error_code(exc) == "ParameterNotFound":
+                return None
+            raise StoreError(f"SSM {op} {name} on {self.where} failed ({aws_error_code(exc)}): {exc}",
+                             transient=aws_error_is_transient(exc)) from None
+
+    def channel_get(self, image: str, channel: str) -> str | None:
+        name = channel_parameter(image, channel)
+        found = self._ssm("GetParameter", name, lambda: self.ssm.get_parameter(Name=name))
+        return found["Parameter"]["Value"] if found else None
+
+    def channel_set(self, image: str, channel: str, image_id: str) -> None:
+        name = channel_parameter(image, channel)
+        self._ssm("PutParameter", name, lambda: self.ssm.put_parameter(
+            Name=name, Value=image_id, Type="String", Overwrite=True,
+            Description=f"image-assets: the {image} image on channel {channel}"))
+
+    def channel_history(self, image: str, channel: str) -> list[ChannelEntry]:
+        name = channel_parameter(image, channel)
+        pages = self._ssm("GetParameterHistory", name, lambda: list(
+            self.ssm.get_paginator("get_parameter_history").paginate(Name=name)))
+        versions = sorted((p for page in pages or [] for p in page["Parameters"]), key=lambda p: p["Version"])
+        return [ChannelEntry(p["Value"], p["LastModifiedDate"].astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                for p in versions]
 
     # --- What a dead build left behind (issue: crash) ---
 

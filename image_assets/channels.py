@@ -1,0 +1,270 @@
+"""Release channels: named pointers (latest, stable, ...) from an image to one of its image ids.
+
+The store keeps each channel and its history (an SSM parameter /image-assets/<image>/<channel> on
+sandbox and aws, a docker tag <image>:<channel> on local). Every build that passes its blocking
+checks is published to `latest`; people promote an image from one channel to another and roll a
+channel back; revoking an image moves each channel that points at it back to the newest
+unrevoked image in its history. Every move is a Move, recorded as an AssetObservation on the
+image's asset (key = the image name).
+"""
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from image_assets.catalog import Catalog
+from image_assets.errors import StoreError
+from image_assets.stores import Store, connect
+
+LATEST = "latest"
+USER_TAG = "dagster/user"  # set on runs launched by a signed-in user (Dagster+); else $USER
+
+
+class ChannelError(RuntimeError):
+    pass
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def who(tags: Mapping[str, str] | None = None) -> str:
+    return (tags or {}).get(USER_TAG) or os.environ.get("USER") or "unknown"
+
+
+@dataclass
+class Move:
+    image: str
+    channel: str
+    region: str
+    from_image_id: str  # "" when the channel was not set before
+    to_image_id: str
+    action: str  # published | promoted | rolled back | moved off revoked
+    by: str
+    at: str
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        line = (f"{self.image} {self.channel} ({self.region}): {self.action} "
+                f"{self.from_image_id or '(unset)'} -> {self.to_image_id}")
+        return line + (f"; {self.note}" if self.note else "")
+
+    def observation(self) -> dg.AssetObservation:
+        return dg.AssetObservation(
+            asset_key=dg.AssetKey([self.image]), description=str(self),
+            metadata={"action": f"channel {self.action}", "channel": self.channel, "region": self.region,
+                      "from_image_id": self.from_image_id, "to_image_id": self.to_image_id, "by": self.by,
+                      "at": self.at, "note": self.note})
+
+
+def set_channel(store: Store, image: str, channel: str, image_id: str, action: str, by: str) -> Move | None:
+    """Point the channel at image_id; None when it already does (no new history entry)."""
+    before = store.channel_get(image, channel) or ""
+    if before == image_id:
+        return None
+    store.channel_set(image, channel, image_id)
+    return Move(image, channel, store.region, before, image_id, action, by, _now())
+
+
+def publish(store: Store, image: str, image_id: str, by: str) -> Move | None:
+    return set_channel(store, image, LATEST, image_id, "published", by)
+
+
+def usable(store: Store, image_id: str) -> bool:
+    """An image a channel may point at: it exists, is available and is not revoked."""
+    record = store.get(image_id)
+    return record is not None and record.available and not record.revoked
+
+
+def _known(catalog: Catalog, image: str, *channels: str) -> None:
+    if image not in catalog.images or catalog.images[image].vendor:
+        built = [n for n, i in catalog.images.items() if not i.vendor]
+        raise ChannelError(f"{catalog.path}: no built image {image!r} (images: {', '.join(built)})")
+    for channel in channels:
+        if channel not in catalog.images[image].channels:
+            raise ChannelError(f"{catalog.path}: image {image!r}, field 'channels': no channel {channel!r} "
+                               f"(channels: {', '.join(catalog.images[image].channels)}); add it there first")
+
+
+def promote(catalog: Catalog, store: Store, image: str, source: str, dest: str, by: str) -> Move:
+    """Point `dest` at the image `source` points at; a revoked or missing image is refused."""
+    _known(catalog, image, source, dest)
+    image_id = store.channel_get(image, source)
+    if not image_id:
+        raise ChannelError(f"image {image!r}: channel {source!r} is not set in {store.where}: nothing to promote")
+    record = store.get(image_id)
+    if record is None or not record.available:
+        raise ChannelError(f"image {image!r}: channel {source!r} points at {image_id}, which is "
+                           f"{'missing' if record is None else record.state} in {store.where}: not promoted")
+    if record.revoked:
+        raise ChannelError(f"image {image!r}: refusing to promote {image_id} from {source!r} to {dest!r}: "
+                           f"it is revoked ({record.revoked})")
+    move = set_channel(store, image, dest, image_id, "promoted", by)
+    if move is None:
+        raise ChannelError(f"image {image!r}: channel {dest!r} already points at {image_id}: nothing to do")
+    move.note = f"from channel {source!r}"
+    return move
+
+
+def previous(store: Store, image: str, channel: str, skip: set[str]) -> str | None:
+    """The newest image in the channel's history that is not in `skip` and still usable."""
+    for entry in reversed(store.channel_history(image, channel)):
+        if entry.image_id not in skip and usable(store, entry.image_id):
+            return entry.image_id
+    return None
+
+
+def rollback(catalog: Catalog, store: Store, image: str, channel: str, by: str) -> Move:
+    """Set the channel back to its previous value in its history that is not revoked."""
+    _known(catalog, image, channel)
+    current = store.channel_get(image, channel)
+    if not current:
+        raise ChannelError(f"image {image!r}: channel {channel!r} is not set in {store.where}: nothing to roll back")
+    target = previous(store, image, channel, {current})
+    if target is None:
+        raise ChannelError(f"image {image!r}: channel {channel!r} has no earlier unrevoked image in its history "
+                           f"in {store.where} (it points at {current})")
+    return set_channel(store, image, channel, target, "rolled back", by)
+
+
+def off_revoked(catalog: Catalog, store: Store, revoked: Mapping[str, set[str]], by: str) -> list[Move]:
+    """Move each channel that points at a revoked image (revoked: image name -> ids) back to the
+    newest unrevoked image in its history; a channel with none stays and says so."""
+    moves = []
+    for image, ids in revoked.items():
+        if image not in catalog.images:
+            continue
+        for channel in catalog.images[image].channels:
+            current = store.channel_get(image, channel)
+            if current not in ids:
+                continue
+            target = previous(store, image, channel, set(ids))
+            if target is None:
+                moves.append(Move(image, channel, store.region, current, current, "left on revoked", by, _now(),
+                                  "no earlier unrevoked image in its history: rebuild and publish one"))
+                continue
+            move = set_channel(store, image, channel, target, "moved off revoked", by)
+            move.note = f"{current} was revoked"
+            moves.append(move)
+    return moves
+
+
+def held(catalog: Catalog, store: Store) -> dict[str, str]:
+    """Image id -> why retention must keep it: the channels that point at it."""
+    out: dict[str, list[str]] = {}
+    for name, img in catalog.images.items():
+        for channel in [] if img.vendor else img.channels:
+            image_id = store.channel_get(name, channel)
+            if image_id:
+                out.setdefault(image_id, []).append(channel)
+    return {i: f"held: channel{'s' * (len(c) > 1)} {', '.join(c)} of {store.region} point{'s' * (len(c) == 1)} at it"
+            for i, c in out.items()}
+
+
+def lag(latest_ids: list[str], image_id: str | None) -> int | None:
+    """Builds published to `latest` after image_id (None: image_id was never on latest)."""
+    if not image_id or image_id not in latest_ids:
+        return None
+    after = latest_ids[len(latest_ids) - latest_ids[::-1].index(image_id):]
+    return len(dict.fromkeys(i for i in after if i != image_id))
+
+
+@dataclass
+class Row:
+    image: str
+    channel: str
+    region: str
+    image_id: str  # "" when the channel is not set
+    current: bool | None  # is it the asset's current materialization (None: unknown)
+    lags: int | None  # builds behind latest (None: unknown)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def listing(catalog: Catalog, store: Store, current: Mapping[str, str | None] | None,
+            only: str | None = None) -> list[Row]:
+    rows = []
+    for name, img in catalog.images.items():
+        if img.vendor or (only and name != only):
+            continue
+        latest_ids = [e.image_id for e in store.channel_history(name, LATEST)]
+        for channel in img.channels:
+            image_id = store.channel_get(name, channel) or ""
+            is_current = None if current is None or not image_id else image_id == current.get(name)
+            rows.append(Row(name, channel, store.region, image_id, is_current, lag(latest_ids, image_id)))
+    return rows
+
+
+def lagging(rows: list[Row]) -> list[str]:
+    """Lines for channels whose image is not the current materialization (shown, not an error)."""
+    out = []
+    for row in rows:
+        if row.image_id and row.current is False:
+            behind = f"lags latest by {row.lags} build{'s' * (row.lags != 1)}" if row.lags is not None \
+                else "is not on latest's history"
+            out.append(f"{row.image} {row.channel} ({row.region}) {behind}: {row.image_id} is not the current image")
+    return out
+
+
+# --- Dagster jobs -----------------------------------------------------------------------------
+
+
+class PromoteConfig(dg.Config):
+    image: str
+    from_channel: str = LATEST
+    to_channel: str = "stable"
+
+
+class RollbackConfig(dg.Config):
+    image: str
+    channel: str = "stable"
+
+
+def _store(catalog: Catalog) -> Store:
+    try:
+        return connect(catalog.target, catalog.defaults.region)
+    except StoreError as exc:
+        raise dg.Failure(description=str(exc)) from None
+
+
+def channel_jobs(catalog: Catalog) -> list[dg.JobDefinition]:
+    def record(context: dg.OpExecutionContext, moves: list[Move]) -> None:
+        for move in moves:
+            context.log.info(str(move))
+            context.log_event(move.observation())
+
+    @dg.op(name="promote_channel")
+    def promote_op(context: dg.OpExecutionContext, config: PromoteConfig) -> None:
+        try:
+            moves = [promote(catalog, _store(catalog), config.image, config.from_channel, config.to_channel,
+                             who(context.run.tags))]
+        except (ChannelError, StoreError) as exc:
+            raise dg.Failure(description=str(exc)) from None
+        record(context, moves)
+
+    @dg.op(name="roll_channel_back")
+    def rollback_op(context: dg.OpExecutionContext, config: RollbackConfig) -> None:
+        try:
+            moves = [rollback(catalog, _store(catalog), config.image, config.channel, who(context.run.tags))]
+        except (ChannelError, StoreError) as exc:
+            raise dg.Failure(description=str(exc)) from None
+        record(context, moves)
+
+    @dg.job(name="promote_image", executor_def=dg.in_process_executor,
+            description="Point a release channel (default stable) at the image another channel (default latest) points at.")
+    def promote_image():
+        promote_op()
+
+    @dg.job(name="rollback_channel", executor_def=dg.in_process_executor,
+            description="Set a release channel back to its previous unrevoked image.")
+    def rollback_channel():
+        rollback_op()
+
+    return [promote_image, rollback_channel]
