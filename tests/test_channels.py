@@ -126,12 +126,17 @@ def test_channels_on_local_are_docker_tags(base_image, tmp_path, work_dir, insta
     name = f"chan-{uuid.uuid4().hex[:8]}"  # docker tags are daemon-wide: a name of this test's own
     images = {"debian11": {"layer": "vendor", "vendor": {"image": dockerd.BASE_IMAGE}},
               name: {"layer": "global", "parent": "debian11", "template": "packer/aws/linux", "content": CONTENT,
-                     "variables": {"scripts": ["sshd-banner.sh"]}, "channels": ["latest", "stable"]}}
+                     "variables": {"scripts": ["sshd-banner.sh"]}, "channels": ["latest", "stable"]},
+              # a blocking check (its image tests) fails: never published
+              f"{name}-bad": {"layer": "global", "parent": "debian11", "template": "packer/aws/linux",
+                              "content": CONTENT, "variables": {"scripts": ["sshd-banner.sh"]}, "tests": ["false"]}}
     catalog = load_catalog(write_catalog(tmp_path / "project", images, f"tests-{name}"))
     store = stores.connect("local", catalog.defaults.region)
-    built = None
+    built = bad = None
     try:
-        materialize(catalog, instance)
+        assert not materialize(catalog, instance, raise_on_error=False).success
+        bad = latest(instance, f"{name}-bad")["image_id"]
+        assert store.channel_get(f"{name}-bad", "latest") is None and latest(instance, f"{name}-bad")["channels"] == {}
         built = latest(instance, name)["image_id"]
         tagged = json.loads(dockerd.docker("image", "inspect", f"{name}:latest").stdout)[0]
         assert tagged["Id"] == built and store.channel_get(name, "latest") == built
@@ -146,6 +151,7 @@ def test_channels_on_local_are_docker_tags(base_image, tmp_path, work_dir, insta
     finally:
         for channel in ("latest", "stable"):
             dockerd.docker("rmi", f"{name}:{channel}", check=False)
-        record = store.get(built) if built else None
-        if record:
-            store.deregister(record)
+        for image_id in (built, bad):
+            record = store.get(image_id) if image_id else None
+            if record:
+                store.deregister(record)
