@@ -58,12 +58,13 @@ class Built:
     lineage: list[str] = field(default_factory=list)  # image ids, this one first, from ParentImageId tags
 
     def metadata(self) -> dict:
+        # The UI lists these in this order: what a platform engineer looks for first (which image, on
+        # which parent and root, from which git refs) comes first, the build's details last.
         return {
-            "image_id": self.image_id, "region": self.region, "parent_image_id": self.parent_image_id,
-            "root_image_id": self.root_image_id, "fingerprint": self.fingerprint, "reused": self.reused,
-            "git_refs": self.git_refs, "packer_version": self.packer_version,
-            "build_seconds": round(self.build_seconds, 2), "image_version": self.version,
-            "lineage": self.lineage,
+            "image_id": self.image_id, "image_version": self.version, "parent_image_id": self.parent_image_id,
+            "root_image_id": self.root_image_id, "git_refs": self.git_refs, "lineage": self.lineage,
+            "reused": self.reused, "fingerprint": self.fingerprint, "region": self.region,
+            "packer_version": self.packer_version, "build_seconds": round(self.build_seconds, 2),
         }
 
 

@@ -183,12 +183,28 @@ def pages(catalog: Catalog, meta: dict) -> list[Page]:
                                              image.parent, "git_refs", "lineage", *refs]),
         Page("checks", f"/assets/{SERVICE}?view=checks", list(checks.image_checks(catalog, SERVICE))),
         Page("sensors", "/automation", ["git_tag_sensor", "vendor_image_sensor"]),
+        # Its description, latest tick and cursor: the tags the sensor saw in each repo.
+        Page("git-tag-sensor", "/locations/definitions/sensors/git_tag_sensor",
+             ["records a baseline", "Latest tick", "Cursor", *catalog.repos]),
     ]
+
+
+def wait_for_tick(base: str, sensor: str, timeout: float = 120) -> None:
+    """Until the daemon has evaluated the sensor once, so its page shows a tick and its cursor."""
+    query = ('{ sensorOrError(sensorSelector: {repositoryLocationName: "definitions", repositoryName: '
+             f'"__repository__", sensorName: "{sensor}"}}) {{ ... on Sensor {{ sensorState {{ ticks(limit: 1) '
+             '{ status } } } } }')
+    deadline = time.monotonic() + timeout
+    while not (_graphql(base, query)["data"]["sensorOrError"].get("sensorState") or {}).get("ticks"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the daemon did not evaluate {sensor} within {timeout:.0f} s")
+        time.sleep(2)
 
 
 def take(base: str, out_dir: Path, catalog: Catalog, meta: dict) -> dict[str, tuple[Path, str, list[str]]]:
     """Screenshot every page into out_dir; name -> (png, page text, expected texts it lacks)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    wait_for_tick(base, "git_tag_sensor")
     result = {}
     for page in pages(catalog, meta):
         png = out_dir / f"{page.name}.png"

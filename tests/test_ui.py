@@ -40,8 +40,14 @@ def test_ui_pages_show_the_image_tree(tmp_path, work_dir):
     asset = shots["asset"][1]
     assert meta["image_id"] in asset and meta["parent_image_id"] in asset and meta["root_image_id"] in asset
     assert "python310" in asset  # the parent's name (its upstream asset), not only its image id
+    # What a platform engineer looks for first comes first in the metadata table.
+    order = [asset.index(f" {key} ") for key in ("image_id", "parent_image_id", "root_image_id", "git_refs",
+                                                   "fingerprint", "build_seconds")]
+    assert order == sorted(order), order
     assert all(f"{repo}" in asset and ref.split("@")[1] in asset for repo, ref in meta["git_refs"].items())
     checks = shots["checks"][1]
     assert all(f"{check} Succeeded" in checks for check in ("exists_and_available", "tags_complete",
                                                             "not_revoked", "template_valid", "up_to_date"))
     assert "git_tag_sensor" in shots["sensors"][1] and "vendor_image_sensor" in shots["sensors"][1]
+    sensor = shots["git-tag-sensor"][1]  # its cursor: the tag and commit it saw in each repo
+    assert all(ref.split("@")[1] in sensor for ref in meta["git_refs"].values()), sensor[:3000]
