@@ -38,7 +38,7 @@ SOURCES = ["pyproject.toml", "definitions.py", "images.yaml", "image_assets", "p
 EXTRAS = ["team"]
 # The Dagster distributions pinned to this Python's versions (those not installed are skipped).
 PINNED = ["dagster", "dagster-shared", "dagster-pipes", "dagster-graphql", "dagster-webserver",
-          "dagster-postgres", "dagster-docker"]
+          "dagster-postgres", "dagster-docker", "dagster-k8s"]
 BUILD_TIMEOUT = 1800.0
 
 
