@@ -174,14 +174,19 @@ def shown(expected: str, text: str) -> bool:
 
 def pages(catalog: Catalog, meta: dict) -> list[Page]:
     """What a platform engineer looks for on each page, from the catalog and the image's metadata."""
-    image = catalog.images[SERVICE]
-    refs = [f"{repo}" for repo in meta["git_refs"]] + [ref.split("@")[0] for ref in meta["git_refs"].values()]
+    image, chain = catalog.images[SERVICE], catalog.chain(SERVICE)
+    names = list(checks.image_checks(catalog, SERVICE))
+    refs = [*meta["git_refs"], *(ref.split("@")[0] for ref in meta["git_refs"].values())]  # repos, tags
     return [
         # Taller: the expanded groups fit the width, and the whole tree then needs 1200 px.
         Page("lineage", LINEAGE, [*GROUPS, *catalog.images], (1600, 1200)),
+        # Taller, so the whole metadata table and the parent's link (Upstream assets) are on it.
         Page("asset", f"/assets/{SERVICE}", [meta["image_id"], meta["parent_image_id"], meta["root_image_id"],
-                                             image.parent, "git_refs", "lineage", *refs]),
-        Page("checks", f"/assets/{SERVICE}?view=checks", list(checks.image_checks(catalog, SERVICE))),
+                                             image.parent, "git_refs", "lineage", *refs], (1600, 1560)),
+        # The image's chain down from its vendor image, each in its layer, with kinds and checks.
+        Page("asset-lineage", f"/assets/{SERVICE}?view=lineage&lineageScope=upstream&lineageDepth={len(chain) - 1}",
+             [*chain, f"{len(names)} / {len(names)} Passed"]),
+        Page("checks", f"/assets/{SERVICE}?view=checks", names),
         Page("sensors", "/automation", ["git_tag_sensor", "vendor_image_sensor"]),
         # Its description, latest tick and cursor: the tags the sensor saw in each repo.
         Page("git-tag-sensor", "/locations/definitions/sensors/git_tag_sensor",

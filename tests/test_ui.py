@@ -45,6 +45,8 @@ def test_ui_pages_show_the_image_tree(tmp_path, work_dir):
                                                    "fingerprint", "build_seconds")]
     assert order == sorted(order), order
     assert all(f"{repo}" in asset and ref.split("@")[1] in asset for repo, ref in meta["git_refs"].items())
+    chain = shots["asset-lineage"][1]  # the image and its ancestors down to the vendor image, as full nodes
+    assert all(f"{name} Latest event" in chain for name in catalog.chain(ui.SERVICE)), chain[:3000]
     checks = shots["checks"][1]
     assert all(f"{check} Succeeded" in checks for check in ("exists_and_available", "tags_complete",
                                                             "not_revoked", "template_valid", "up_to_date"))
