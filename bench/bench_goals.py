@@ -1,6 +1,10 @@
 """Issue 11's goals, each as figures measured in one run on the sandbox (a sandbox of its own).
 
-    python bench/bench_goals.py [--goals 1,2,3,4,5] [--rounds N]
+    python bench/bench_goals.py [--goals 1,2,3,4,5] [--rounds N] [--baseline REV]
+
+With --baseline, each goal runs first on REV (a temporary git worktree of it, its own copy of
+this file) and then on this checkout, goal after goal in one run, and the two sets of result
+lines are printed together: a before/after table the machine's drift hits alike.
 
 1. overhead: 4- and 8-layer chains through `dagster asset materialize` (default executor) and
    the same builds run directly, interleaved; the marginal overhead per layer is the slope of
@@ -432,11 +436,39 @@ def out(line: str) -> None:
 GOALS = {1: goal_overhead, 2: goal_fanout, 3: goal_scale, 4: goal_wasted, 5: goal_memory}
 
 
+def results_of(checkout: Path, goal: int, rounds: int) -> list[str]:
+    """The result lines of one goal measured by `checkout`'s own bench on its own code."""
+    done = subprocess.run([PY, str(checkout / "bench/bench_goals.py"), "--goals", str(goal), "--rounds", str(rounds)],
+                          cwd=checkout, env={**os.environ, "PYTHONPATH": str(checkout)}, capture_output=True, text=True)
+    if done.returncode != 0:
+        return [f"[{goal}] failed on {checkout}: {done.stderr.strip().splitlines()[-1:] or done.returncode}"]
+    return done.stdout.rpartition("== results ==")[2].strip().splitlines()
+
+
+def compare(baseline: str, goals: list[int], rounds: int) -> None:
+    worktree = Path(tempfile.mkdtemp(prefix="bench-baseline-")) / "checkout"
+    subprocess.run(["git", "worktree", "add", "--detach", str(worktree), baseline], cwd=PROJECT, check=True,
+                   capture_output=True)
+    head = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=PROJECT, capture_output=True, text=True).stdout.strip()
+    try:
+        table = []
+        for goal in goals:  # alternating per goal: both sides measured minutes apart, not an hour
+            table.append((goal, results_of(worktree, goal, rounds), results_of(PROJECT, goal, rounds)))
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=PROJECT, capture_output=True)
+    for goal, before, after in table:
+        print(f"\n== goal {goal}: before ({baseline}) ==\n" + "\n".join(before))
+        print(f"== goal {goal}: after ({head}) ==\n" + "\n".join(after))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--goals", default="1,2,3,4,5")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--baseline", help="a git revision to measure first, goal by goal, in the same run")
     args = parser.parse_args()
+    if args.baseline:
+        return compare(args.baseline, [int(g) for g in args.goals.split(",")], args.rounds)
     tmp = Path(tempfile.mkdtemp(prefix="bench-goals-"))
     with socket.socket() as sock:  # a sandbox of our own, not the user's on 5055 nor the tests'
         sock.bind(("127.0.0.1", 0))

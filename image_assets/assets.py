@@ -106,15 +106,15 @@ def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
     @dg.multi_asset(name=name.replace("-", "_"), specs=[spec], check_specs=checks.check_specs(catalog, name),
                     can_subset=True, pool="packer", retry_policy=RETRY_POLICY)
     def _built(context: dg.AssetExecutionContext, packer: PackerCli):
-        metadata, built, moves = None, None, []
+        metadata, chain, built, moves = None, None, None, []
         if key in context.selected_asset_keys:
             built = _build(context, catalog, name, packer)
-            metadata = built.metadata()
+            metadata, chain = built.metadata(), built.chain
         selected = {check.name for check in context.selected_asset_check_keys}
         # The checks run before the materialization is yielded (they read the new image through
         # `metadata`), so what passing them releases (channels) goes into its metadata; their
         # results still follow it, and attach to it.
-        results = list(checks.results(catalog, name, context.instance, selected, packer, metadata)) if selected else []
+        results = list(checks.results(catalog, name, context.instance, selected, packer, metadata, chain)) if selected else []
         if built is not None:
             metadata["channels"], moves = _release(context, catalog, name, built, results)
             yield dg.MaterializeResult(asset_key=key, metadata=metadata, data_version=dg.DataVersion(built.image_id))

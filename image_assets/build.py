@@ -56,6 +56,7 @@ class Built:
     version: str
     tags: dict[str, str] = field(default_factory=dict)
     lineage: list[str] = field(default_factory=list)  # image ids, this one first, from ParentImageId tags
+    chain: list[lineagemod.Link] = field(default_factory=list, repr=False)  # the walk behind `lineage`, for checks
 
     def metadata(self) -> dict:
         # The UI lists these in this order: what a platform engineer looks for first (which image, on
@@ -326,6 +327,11 @@ def resolve(catalog: Catalog, name: str, parent: Parent, work: Path,
     return Resolved(name, catalog.target, parent, template_dir, content, dict(image.variables), refs)
 
 
+def _lineage(store: stores.Store, image_id: str) -> tuple[list[str], list[lineagemod.Link]]:
+    chain = lineagemod.lineage(store, image_id)
+    return [link.image_id for link in chain], chain
+
+
 def _reused(catalog: Catalog, resolved: Resolved, existing: stores.ImageRecord, store: stores.Store, cli,
             recorded_refs, log) -> Built:
     """A reused image reports its own history (from its tags), not the inputs of this run."""
@@ -338,7 +344,7 @@ def _reused(catalog: Catalog, resolved: Resolved, existing: stores.ImageRecord, 
     return Built(existing.id, catalog.defaults.region, tags.get("ParentImageId", resolved.parent.image_id),
                  tags.get("RootImageId", resolved.parent.root_image_id), tags.get("Fingerprint", ""), True,
                  own_refs, cli.version(), 0.0, tags.get("ImageVersion", ""), tags,
-                 lineagemod.lineage_ids(store, existing.id))
+                 *_lineage(store, existing.id))
 
 
 def _verify(store: stores.Store, name: str, image_id: str, tags: dict[str, str], log) -> stores.ImageRecord:
@@ -420,5 +426,5 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
     _verify(store, name, image_id, tags, log)
     shutil.rmtree(work, ignore_errors=True)
     return Built(image_id, region, parent.image_id, parent.root_image_id, fp, False, resolved.git_refs,
-                 cli.version(), time.monotonic() - started, version, tags, lineagemod.lineage_ids(store, image_id))
+                 cli.version(), time.monotonic() - started, version, tags, *_lineage(store, image_id))
 

@@ -16,6 +16,7 @@ Definition time is cheap: specs only; the store, Dagster instance and packer are
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -34,7 +35,7 @@ from image_assets.catalog import Catalog
 from image_assets.errors import StoreError
 from image_assets.stores import MANAGED_BY, ImageRecord, Store, connect
 from image_assets.packer import PackerCli, PackerError, Redactor, resolve_binary
-from image_assets.records import latest_metadata
+from image_assets.records import latest_metadata, latest_metadata_of
 
 EXISTS = "exists_and_available"
 TAGS = "tags_complete"
@@ -293,8 +294,47 @@ def validate_template(cli: PackerCli, catalog: Catalog, name: str, template_dir:
     return steps, findings
 
 
-_validated: dict[tuple, tuple] = {}  # one validation per image and inputs, per process
 _NO_PARENT = buildmod.Parent("ami-00000000", "ami-00000000")  # validation needs no parent image
+# What decides a validation besides its inputs: the code of the checks themselves.
+_CHECK_CODE = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (template_check, templates))
+                             + Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def _validation_key(cli: PackerCli, catalog: Catalog, name: str, refs: dict) -> str:
+    """A digest of everything a validation reads: packer (binary and version), target, the image's
+    variables, secret names and content (local content by digest), the input repos' commits and a
+    local template's digest. Not the image's name: siblings on one template share the result."""
+    image = catalog.images[name]
+    repo, _ = catalog.template_ref(name)
+    local_content = {key: templates.content_digest(catalog.root_dir / path)
+                     for key in image.content for r, path in [catalog.content_ref(name, key)]
+                     if not r and (catalog.root_dir / path).exists()}
+    doc = json.dumps([_CHECK_CODE, cli.binary, cli.version(), catalog.target, catalog.defaults.region,
+                      image.variables, sorted(image.secrets), image.content, local_content,
+                      sorted((r, ref.commit) for r, ref in refs.items()), catalog.template_ref(name),
+                      "" if repo else templates.content_digest(catalog.template_dir(name))],
+                     sort_keys=True, default=str)
+    return hashlib.sha256(doc.encode()).hexdigest()
+
+
+def _cached_validation(catalog: Catalog, key: str, validate) -> tuple[list[dict], list[dict]]:
+    """validate() once per key on this machine: the result (masked packer output and findings) is
+    kept under the work root, so each image step, a process of its own, does not run packer
+    three times and parse the template again for inputs already validated."""
+    path = buildmod.work_root(catalog) / ".cache" / "template-valid" / f"{key}.json"
+    try:
+        steps, findings = json.loads(path.read_text())
+        return steps, findings
+    except (OSError, ValueError):
+        pass
+    steps, findings = validate()
+    if any(step["exit_code"] < 0 for step in steps):
+        return steps, findings  # packer did not run or timed out: not a fact about the template
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps([steps, findings]))
+    partial.replace(path)  # atomic: a concurrent reader sees the whole result or none
+    return steps, findings
 
 
 def template_valid(cli: PackerCli, catalog: Catalog, name: str, meta: dict | None = None) -> dg.AssetCheckResult:
@@ -309,17 +349,15 @@ def template_valid(cli: PackerCli, catalog: Catalog, name: str, meta: dict | Non
         where = f"{repo}:{path} at {refs[repo]}" if repo else str(catalog.template_dir(name))
         if set(refs) - set(recorded):
             where += " (no build recorded: newest tags)"
-        key = (cli.binary, catalog.target, catalog.defaults.region, name, str(catalog.path),
-               json.dumps([image.variables, sorted(image.secrets), image.content], sort_keys=True, default=str),
-               tuple(sorted((r, str(ref)) for r, ref in refs.items())),
-               "" if repo else templates.content_digest(catalog.template_dir(name)))
-        if key not in _validated:
+
+        def validate():
             with tempfile.TemporaryDirectory(prefix="image-assets-template-") as tmp:
                 resolved = buildmod.resolve(catalog, name, _NO_PARENT, Path(tmp), {r: str(ref) for r, ref in refs.items()})
                 dirs = {"input_dirs": {r: str((Path(tmp) / "repos" / r).resolve()) for r in resolved.refs},
                         "content_dirs": {k: str(p) for k, p in resolved.content_dirs.items()}}
-                _validated[key] = validate_template(cli, catalog, name, resolved.template_dir, dirs)
-        steps, findings = _validated[key]
+                return validate_template(cli, catalog, name, resolved.template_dir, dirs)
+
+        steps, findings = _cached_validation(catalog, _validation_key(cli, catalog, name, refs), validate)
     except (buildmod.BuildError, gitrepos.GitError, templates.TemplateError, secretsmod.SecretError, PackerError,
             OSError, ValueError) as exc:
         return _result(name, TEMPLATE, False, f"template {image.template}: {exc}")
@@ -340,9 +378,11 @@ def template_valid(cli: PackerCli, catalog: Catalog, name: str, meta: dict | Non
 
 
 def evaluate(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected: set[str],
-             packer: PackerCli, metadata: dict | None = None) -> Iterator[dg.AssetCheckResult]:
+             packer: PackerCli, metadata: dict | None = None,
+             chain: list[lineage.Link] | None = None) -> Iterator[dg.AssetCheckResult]:
     """Results of the selected checks for the asset's current image: the one just built
-    (`metadata`), else its latest materialization."""
+    (`metadata`, and `chain`, the lineage the build walked moments ago), else its latest
+    materialization."""
     meta = metadata or latest_metadata(instance, name)
     if TEMPLATE in selected:
         yield template_valid(packer, catalog, name, meta)
@@ -368,9 +408,9 @@ def evaluate(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected
     if NOT_REVOKED in selected:
         yield not_revoked(name, image_id, image)
     if UP_TO_DATE in selected:
-        current = {n: (latest_metadata(instance, n) or {}).get("image_id") for n in catalog.chain(name)[1:]}
+        current = {n: (meta or {}).get("image_id") for n, meta in latest_metadata_of(instance, catalog.chain(name)[1:]).items()}
         try:
-            yield up_to_date(catalog, name, lineage.lineage(store, image_id), current)
+            yield up_to_date(catalog, name, chain or lineage.lineage(store, image_id), current)
         except (lineage.LineageError, StoreError) as exc:
             yield _result(name, UP_TO_DATE, False, str(exc), severity=dg.AssetCheckSeverity.WARN)
     if IMAGE_TESTS in selected:
@@ -380,7 +420,7 @@ def evaluate(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected
 
 
 def results(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected: set[str], packer: PackerCli,
-            metadata: dict | None = None) -> Iterator[dg.AssetCheckResult]:
+            metadata: dict | None = None, chain: list[lineage.Link] | None = None) -> Iterator[dg.AssetCheckResult]:
     """The selected checks' results, run inside the image's asset step (see assets.built_asset)."""
     try:
         resolve_binary(packer.binary)
@@ -388,4 +428,4 @@ def results(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected:
         if TEMPLATE in selected:
             selected = selected - {TEMPLATE}
             yield _result(name, TEMPLATE, False, str(exc))
-    yield from evaluate(catalog, name, instance, selected, packer, metadata)
+    yield from evaluate(catalog, name, instance, selected, packer, metadata, chain)

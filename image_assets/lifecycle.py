@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from image_assets import channels as channelsmod
-from image_assets.records import latest_metadata
+from image_assets.records import latest_metadata, latest_metadata_of
 from image_assets.catalog import Catalog
 from image_assets.errors import StoreError
 from image_assets.stores import MANAGED_BY, ImageRecord, Store, connect
@@ -231,7 +231,7 @@ def retention(catalog: Catalog, store: Store, current: Mapping[str, str | None],
 
 def current_images(catalog: Catalog, instance: dg.DagsterInstance) -> dict[str, str | None]:
     """The image id of every asset's latest materialization (None: never materialized)."""
-    return {name: (latest_metadata(instance, name) or {}).get("image_id") for name in catalog.images}
+    return {name: (meta or {}).get("image_id") for name, meta in latest_metadata_of(instance, catalog.images).items()}
 
 
 # --- Dagster jobs and schedule ----------------------------------------------------------------

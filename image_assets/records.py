@@ -3,12 +3,21 @@
 import dagster as dg
 
 
-def latest_metadata(instance: dg.DagsterInstance, name: str) -> dict | None:
-    """Metadata of the asset's latest materialization as plain values; None if never materialized."""
-    event = instance.get_latest_materialization_event(dg.AssetKey([name]))
+def _plain(event) -> dict | None:
     if event is None or event.asset_materialization is None:
         return None
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def latest_metadata(instance: dg.DagsterInstance, name: str) -> dict | None:
+    """Metadata of the asset's latest materialization as plain values; None if never materialized."""
+    return _plain(instance.get_latest_materialization_event(dg.AssetKey([name])))
+
+
+def latest_metadata_of(instance: dg.DagsterInstance, names) -> dict[str, dict | None]:
+    """latest_metadata of many assets in one storage query (one per asset costs ~10 ms each)."""
+    events = instance.get_latest_materialization_events([dg.AssetKey([n]) for n in names])
+    return {name: _plain(events.get(dg.AssetKey([name]))) for name in names}
 
 
 def recorded_git_refs(instance: dg.DagsterInstance, name: str, image_id: str, limit: int = 200) -> dict | None:

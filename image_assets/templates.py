@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -79,9 +81,37 @@ def _problem(exc: Exception) -> str:
     return re.sub(r",? at line \d+,? col(umn)? \d+\.?$", "", (str(exc) or type(exc).__name__).splitlines()[0])
 
 
+_ONCE: contextvars.ContextVar[dict | None] = contextvars.ContextVar("templates_read_once", default=None)
+
+
+@contextlib.contextmanager
+def read_once():
+    """Within it, each template directory is read once: a catalog load asks about a template for
+    every image built from it (100 times each in a 1,000-image catalog on 20 templates, 0.6 s)."""
+    token = _ONCE.set({})
+    try:
+        yield
+    finally:
+        _ONCE.reset(token)
+
+
+def _once(kind: str, template_dir: Path, compute):
+    memo = _ONCE.get()
+    if memo is None:
+        return compute()
+    key = (kind, str(template_dir))
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
+
+
 def declared_variables(template_dir: Path) -> dict[str, Variable]:
     """Variables the template declares. Parsing HCL costs ~0.1 s a file and every code-location
     load needs it, so results are cached on disk by the digest of the files' contents."""
+    return _once("declared", template_dir, lambda: _declared_variables(template_dir))
+
+
+def _declared_variables(template_dir: Path) -> dict[str, Variable]:
     files = template_files(Path(template_dir).resolve())
     digest = hashlib.sha256(b"".join(p.read_bytes() + b"\0" for p in files)).hexdigest()
     if digest in _memo:
@@ -123,5 +153,5 @@ _CONTENT_INDEX = re.compile(r'var\.content_dirs\[\s*"([^"]+)"\s*\]')
 
 def content_names(template_dir: Path) -> set[str]:
     """Content names the template requires (`var.content_dirs["name"]`); a `lookup` is optional."""
-    return {m for path in template_files(Path(template_dir)) for m in _CONTENT_INDEX.findall(path.read_text())}
+    return _once("content", template_dir, lambda: {m for path in template_files(Path(template_dir)) for m in _CONTENT_INDEX.findall(path.read_text())})
 
