@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from image_assets import channels as channelsmod
-from image_assets.records import latest_metadata, latest_metadata_of
+from image_assets.records import latest_metadata_of
 from image_assets.catalog import Catalog
 from image_assets.errors import StoreError
 from image_assets.stores import MANAGED_BY, ImageRecord, Store, connect
