@@ -92,7 +92,7 @@ def cmd_outdated(args, catalog) -> int:
         print(_table(rows))
     else:
         print("no outdated images: every built image sits on the current image of its parent asset")
-    lagging = channels.lagging(channels.listing(catalog, store, current))
+    lagging = channels.lagging(channels.listing(catalog, current))
     if lagging:  # a channel behind latest is a release decision, not a fault: shown, exit 0
         print(f"\n{len(lagging)} channel(s) not on the current image:")
         print("\n".join(lagging))
@@ -124,7 +124,7 @@ def cmd_revoke(args, catalog) -> int:
     for e in entries:
         state = "already revoked" if e.already else "revoked"
         note = f"; {e.deprecation}" if e.deprecation and e.deprecation not in notes else ""
-        print(f"{state}: {e.image_id} ({e.name}) {e.tag}{note}")
+        print(f"{state}: {e.image_id} ({e.name}{', copy in ' + e.region if e.region else ''}) {e.tag}{note}")
     for move in (m for e in entries for m in e.channels):
         print(f"channel {move}")
     for note in sorted(notes):
@@ -159,7 +159,7 @@ def cmd_channels(args, catalog) -> int:
         raise UsageError(f"no built image {args.image!r} in {catalog.path}")
     with dagster_instance("`channels`", required=False) as instance:
         current = current_images(catalog, instance) if instance is not None else None
-    rows = channels.listing(catalog, _store(catalog), current, args.image)
+    rows = channels.listing(catalog, current, args.image)
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
         return 0
@@ -172,6 +172,20 @@ def cmd_channels(args, catalog) -> int:
     if current is None:
         print("note: DAGSTER_HOME is not set: CURRENT (the asset's current materialization) is unknown",
               file=sys.stderr)
+    return 0
+
+
+def _each_region(catalog, image, act, as_json: bool) -> int:
+    """Act in each region of the image; the moves made are recorded even when a later region fails."""
+    from image_assets import channels
+
+    moves = []
+    try:
+        for store in channels.stores_of(catalog, image):
+            moves.append(act(store))
+    finally:
+        if moves:
+            _record_moves(moves, as_json)
     return 0
 
 
@@ -194,15 +208,15 @@ def _record_moves(moves, as_json: bool) -> int:
 def cmd_promote(args, catalog) -> int:
     from image_assets import channels
 
-    return _record_moves([channels.promote(catalog, _store(catalog), args.image, args.source, args.dest,
-                                           channels.who())], args.json)
+    return _each_region(catalog, args.image, lambda store: channels.promote(
+        catalog, store, args.image, args.source, args.dest, channels.who()), args.json)
 
 
 def cmd_rollback(args, catalog) -> int:
     from image_assets import channels
 
-    return _record_moves([channels.rollback(catalog, _store(catalog), args.image, args.channel, channels.who())],
-                         args.json)
+    return _each_region(catalog, args.image, lambda store: channels.rollback(
+        catalog, store, args.image, args.channel, channels.who()), args.json)
 
 
 def cmd_check_template(args, catalog) -> int:

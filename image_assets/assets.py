@@ -5,7 +5,7 @@ import json
 import dagster as dg
 
 from image_assets import build as buildmod
-from image_assets import channels, checks, stores
+from image_assets import channels, checks, distribution, stores
 from image_assets.catalog import Catalog, CatalogError
 from image_assets.errors import StoreError
 from image_assets.packer import PackerCli, PackerError
@@ -116,7 +116,9 @@ def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
         # results still follow it, and attach to it.
         results = list(checks.results(catalog, name, context.instance, selected, packer, metadata, chain)) if selected else []
         if built is not None:
-            metadata["channels"], moves = _release(context, catalog, name, built, results)
+            metadata["channels"], copies, moves = _release(context, catalog, name, built, results)
+            if catalog.images[name].distribute:
+                metadata["copies"] = copies
             yield dg.MaterializeResult(asset_key=key, metadata=metadata, data_version=dg.DataVersion(built.image_id))
         yield from results
         yield from (move.observation() for move in moves)
@@ -125,25 +127,32 @@ def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
 
 
 def _release(context: dg.AssetExecutionContext, catalog: Catalog, name: str, built: buildmod.Built,
-             results: list[dg.AssetCheckResult]) -> tuple[dict[str, str], list[channels.Move]]:
-    """Publish the image to `latest` when every blocking check of it ran and none failed as Dagster
-    counts it (an ERROR; a WARN, e.g. image tests not run on the sandbox, blocks nothing); returns
-    "<region>/<channel>" -> image id of what now points at it, and the moves made."""
+             results: list[dg.AssetCheckResult]) -> tuple[dict[str, str], dict[str, str], list[channels.Move]]:
+    """When every blocking check of the image ran and none failed as Dagster counts it (an ERROR;
+    a WARN, e.g. image tests not run on the sandbox, blocks nothing): copy it to its distribution
+    regions and publish it (and each copy, in its region) to `latest`. Returns "<region>/<channel>"
+    -> image id now on it, region -> copy id, and the channel moves made."""
     blocking = {c for c in checks.image_checks(catalog, name) if c in checks.BLOCKING}
     ok = {r.check_name for r in results if r.passed or r.severity == dg.AssetCheckSeverity.WARN}
     failed = sorted(blocking - ok)
     if failed:
         context.log.warning(f"{name}: {built.image_id} not published to {channels.LATEST!r}: blocking checks "
                             f"{', '.join(failed)} did not pass (or did not run)")
-        return {}, []
+        return {}, {}, []
+    published, moves = {}, []
     try:
-        store = stores.connect(catalog.target, catalog.defaults.region)
-        move = channels.publish(store, name, built.image_id, channels.who(context.run.tags))
-    except StoreError as exc:
-        raise _fail(f"image {name!r}: publishing {built.image_id} to {channels.LATEST!r}: {exc}",
-                    transient=exc.transient) from None
-    context.log.info(str(move) if move else f"{name}: {channels.LATEST!r} already points at {built.image_id}")
-    return {f"{store.region}/{channels.LATEST}": built.image_id}, [move] if move else []
+        copies = distribution.distribute(catalog, name, built.image_id, context.log.info)
+        home = stores.connect(catalog.target, catalog.defaults.region)
+        regional = distribution.region_stores(catalog, name)
+        for store, image_id in [(home, built.image_id), *((regional[r], i) for r, i in copies.items())]:
+            move = channels.publish(store, name, image_id, channels.who(context.run.tags))
+            context.log.info(str(move) if move else f"{name}: {channels.LATEST!r} in {store.region} already "
+                                                    f"points at {image_id}")
+            published[f"{store.region}/{channels.LATEST}"] = image_id
+            moves += [move] if move else []
+    except StoreError as exc:  # a failed copy is transient: the retry reuses the build and finished copies
+        raise _fail(f"image {name!r}: releasing {built.image_id}: {exc}", transient=exc.transient) from None
+    return published, copies, moves
 
 
 def _build(context: dg.AssetExecutionContext, catalog: Catalog, name: str, packer: PackerCli) -> buildmod.Built:

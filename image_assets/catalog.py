@@ -27,6 +27,8 @@ _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w
 _REPO_TEMPLATE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*):(.+)$")
 _NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 _CHANNEL = re.compile(r"^[a-z][a-z0-9-]*$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_ACCOUNT = re.compile(r"^\d{12}$")
 _GLOB = re.compile(r"^[A-Za-z0-9._/*?\[\]!+-]{1,128}$")
 # git transports that run commands or read arbitrary fds; refused outright.
 _BAD_URL = re.compile(r"(^-)|(^[A-Za-z0-9+.-]+::)|([\s\x00-\x1f])|(://-)|(--upload-pack|--receive-pack|--config)")
@@ -132,6 +134,35 @@ class Compliance(_Model):
     tailoring: str | None = None  # an XCCDF tailoring file, relative to this catalog file
 
 
+class Distribute(_Model):
+    """Copies of every build in other regions (same tags, plus SourceImageId), and launch
+    permission for other accounts (on the image and each copy). EC2 targets only."""
+
+    regions: list[str] = []
+    accounts: list[str] = []
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, regions: list[str]) -> list[str]:
+        bad = [r for r in regions if not _REGION.match(r)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not an AWS region name (like eu-central-1)")
+        if len(set(regions)) != len(regions):
+            raise ValueError(f"regions {regions} name a region twice")
+        return regions
+
+    @field_validator("accounts", mode="before")
+    @classmethod
+    def _accounts(cls, accounts):
+        if not isinstance(accounts, list):
+            return accounts
+        bad = [a for a in accounts if not isinstance(a, str) or not _ACCOUNT.match(a)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not an AWS account id: 12 digits, quoted in YAML "
+                             "(an unquoted number loses its leading zeros)")
+        return accounts
+
+
 class Image(_Model):
     layer: Layer
     parent: str | None = None
@@ -153,6 +184,7 @@ class Image(_Model):
     # Release channels (image_assets.channels): every build that passes its blocking checks is
     # published to `latest` (added when not listed); the others move by promotion and rollback.
     channels: list[str] = ["latest"]
+    distribute: Distribute | None = None
 
     @field_validator("channels")
     @classmethod
@@ -397,6 +429,8 @@ def _check_graph(catalog: Catalog) -> None:
                 fail(name, "vendor", "a vendor image needs a vendor query (owners, name)")
             if img.channels != ["latest"]:
                 fail(name, "channels", "a vendor image is looked up, not built: nothing publishes it to a channel")
+            if img.distribute:
+                fail(name, "distribute", "a vendor image is looked up, not built: nothing copies it")
             continue
         if img.vendor:
             fail(name, "vendor", f"only vendor images have a vendor query (layer is {img.layer.value})")
@@ -475,6 +509,13 @@ def _check_target(catalog: Catalog) -> None:
     with a docker source (the Windows templates have none: docker runs no Windows images here)."""
     target = catalog.target
     for name, img in catalog.images.items():
+        if img.distribute and target == "local":
+            raise CatalogError(f"{catalog.path}: image {name!r}, field 'distribute': target 'local' keeps images in "
+                               "the local docker daemon, which has no regions or accounts to copy to: remove "
+                               "distribute, or build this catalog on sandbox or aws")
+        if img.distribute and catalog.defaults.region in img.distribute.regions:
+            raise CatalogError(f"{catalog.path}: image {name!r}, field 'distribute.regions': "
+                               f"{catalog.defaults.region!r} is where the image is built (defaults.region), not a copy")
         if img.vendor and target == "local" and not img.vendor.image:
             raise CatalogError(f"{catalog.path}: image {name!r}, field 'vendor.image': target 'local' looks vendor "
                                "images up in the local docker daemon: set vendor.image (an image reference)")

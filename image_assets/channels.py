@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from image_assets import distribution
 from image_assets.catalog import Catalog
 from image_assets.errors import StoreError
 from image_assets.stores import Store, connect
@@ -90,6 +91,13 @@ def _known(catalog: Catalog, image: str, *channels: str) -> None:
         if channel not in catalog.images[image].channels:
             raise ChannelError(f"{catalog.path}: image {image!r}, field 'channels': no channel {channel!r} "
                                f"(channels: {', '.join(catalog.images[image].channels)}); add it there first")
+
+
+def stores_of(catalog: Catalog, image: str) -> list[Store]:
+    """Where the image's channels live: its home region, then each region it is copied to (each
+    region's channels point at that region's copy)."""
+    _known(catalog, image)
+    return [connect(catalog.target, catalog.defaults.region), *distribution.region_stores(catalog, image).values()]
 
 
 def promote(catalog: Catalog, store: Store, image: str, source: str, dest: str, by: str) -> Move:
@@ -188,17 +196,23 @@ class Row:
         return asdict(self)
 
 
-def listing(catalog: Catalog, store: Store, current: Mapping[str, str | None] | None,
-            only: str | None = None) -> list[Row]:
+def listing(catalog: Catalog, current: Mapping[str, str | None] | None, only: str | None = None) -> list[Row]:
+    """Every channel of every built image (or of `only`), in every region it lives in. In a copy
+    region, "current" means the copy of the current materialization."""
     rows = []
     for name, img in catalog.images.items():
         if img.vendor or (only and name != only):
             continue
-        latest_ids = [e.image_id for e in store.channel_history(name, LATEST)]
-        for channel in img.channels:
-            image_id = store.channel_get(name, channel) or ""
-            is_current = None if current is None or not image_id else image_id == current.get(name)
-            rows.append(Row(name, channel, store.region, image_id, is_current, lag(latest_ids, image_id)))
+        home = current.get(name) if current is not None else None
+        for store in stores_of(catalog, name):
+            latest_ids = [e.image_id for e in store.channel_history(name, LATEST)]
+            want = home
+            if home and store.region != catalog.defaults.region:
+                want = next((c.id for c in distribution.copies_of(store, home)), None)
+            for channel in img.channels:
+                image_id = store.channel_get(name, channel) or ""
+                is_current = None if current is None or not image_id else image_id == want
+                rows.append(Row(name, channel, store.region, image_id, is_current, lag(latest_ids, image_id)))
     return rows
 
 
@@ -227,35 +241,25 @@ class RollbackConfig(dg.Config):
     channel: str = "stable"
 
 
-def _store(catalog: Catalog) -> Store:
-    try:
-        return connect(catalog.target, catalog.defaults.region)
-    except StoreError as exc:
-        raise dg.Failure(description=str(exc)) from None
-
-
 def channel_jobs(catalog: Catalog) -> list[dg.JobDefinition]:
-    def record(context: dg.OpExecutionContext, moves: list[Move]) -> None:
-        for move in moves:
-            context.log.info(str(move))
-            context.log_event(move.observation())
+    def each_region(context: dg.OpExecutionContext, image: str, act) -> None:
+        """Act in each region of the image, recording each move as it is made."""
+        try:
+            for store in stores_of(catalog, image):
+                move = act(store, who(context.run.tags))
+                context.log.info(str(move))
+                context.log_event(move.observation())
+        except (ChannelError, StoreError) as exc:
+            raise dg.Failure(description=str(exc)) from None
 
     @dg.op(name="promote_channel")
     def promote_op(context: dg.OpExecutionContext, config: PromoteConfig) -> None:
-        try:
-            moves = [promote(catalog, _store(catalog), config.image, config.from_channel, config.to_channel,
-                             who(context.run.tags))]
-        except (ChannelError, StoreError) as exc:
-            raise dg.Failure(description=str(exc)) from None
-        record(context, moves)
+        each_region(context, config.image, lambda store, by: promote(
+            catalog, store, config.image, config.from_channel, config.to_channel, by))
 
     @dg.op(name="roll_channel_back")
     def rollback_op(context: dg.OpExecutionContext, config: RollbackConfig) -> None:
-        try:
-            moves = [rollback(catalog, _store(catalog), config.image, config.channel, who(context.run.tags))]
-        except (ChannelError, StoreError) as exc:
-            raise dg.Failure(description=str(exc)) from None
-        record(context, moves)
+        each_region(context, config.image, lambda store, by: rollback(catalog, store, config.image, config.channel, by))
 
     @dg.job(name="promote_image", executor_def=dg.in_process_executor,
             description="Point a release channel (default stable) at the image another channel (default latest) points at.")

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from image_assets import channels as channelsmod
+from image_assets import distribution
 from image_assets.records import latest_metadata_of
 from image_assets.catalog import Catalog
 from image_assets.errors import StoreError
@@ -51,6 +52,7 @@ class Revocation:
     already: bool = False  # was revoked before: tag kept as it was, nothing recorded again
     deprecation: str = ""  # what happened to the store's deprecation time
     channels: list = field(default_factory=list)  # channels.Move: channels moved off this image
+    region: str = ""  # set on a copy in a distribution region (its source is the image revoked there)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -80,7 +82,8 @@ def descendants(images: list[ImageRecord], image_id: str) -> list[ImageRecord]:
 def revoke(store: Store, image_id: str, reason: str, at: datetime | None = None, catalog: Catalog | None = None,
            by: str = "") -> list[Revocation]:
     """Tag the image and every managed image built on it (transitively) Revoked; set deprecation.
-    With the catalog, each channel that pointed at one of them moves back (channels.off_revoked)."""
+    With the catalog, their copies in distribution regions too (same Revoked value), and each
+    channel that pointed at one of them, in any region, moves back (channels.off_revoked)."""
     reason = (reason or "").strip()
     if not reason:
         raise LifecycleError("a revocation needs a reason (--reason TEXT)")
@@ -101,12 +104,30 @@ def revoke(store: Store, image_id: str, reason: str, at: datetime | None = None,
             store.tag(target.id, {REVOKED_TAG: entry.tag})
             entry.deprecation = store.deprecate(target.id, at)
         out.append(entry)
-    if catalog is not None:
+    if catalog is None:
+        return out
+    regional = {store.region: store}
+    for entry in list(out):
+        if entry.name not in catalog.images:
+            continue
+        for region, there in distribution.region_stores(catalog, entry.name).items():
+            regional[region] = there
+            for copy in distribution.copies_of(there, entry.image_id):
+                twin = Revocation(copy.id, entry.name, copy.revoked, image_id, region=region)
+                if twin.tag:
+                    twin.already = True
+                else:
+                    twin.tag = entry.tag
+                    there.tag(copy.id, {REVOKED_TAG: twin.tag})
+                    twin.deprecation = there.deprecate(copy.id, at)
+                out.append(twin)
+    by_id = {entry.image_id: entry for entry in out}
+    for region, there in regional.items():
         revoked: dict[str, set[str]] = {}
         for entry in out:
-            revoked.setdefault(entry.name, set()).add(entry.image_id)
-        by_id = {entry.image_id: entry for entry in out}
-        for move in channelsmod.off_revoked(catalog, store, revoked, by or channelsmod.who()):
+            if (entry.region or store.region) == region:
+                revoked.setdefault(entry.name, set()).add(entry.image_id)
+        for move in channelsmod.off_revoked(catalog, there, revoked, by or channelsmod.who()):
             by_id[move.from_image_id].channels.append(move)
     return out
 
@@ -116,7 +137,8 @@ def revocation_observation(entry: Revocation, reason: str) -> dg.AssetObservatio
         asset_key=dg.AssetKey([entry.name]),
         description=f"image {entry.image_id} revoked: {entry.tag}",
         metadata={"action": "revoked", "image_id": entry.image_id, "reason": reason, "revoked": entry.tag,
-                  "revoked_via": entry.via, "deprecation": entry.deprecation},
+                  "revoked_via": entry.via, "deprecation": entry.deprecation,
+                  **({"region": entry.region} if entry.region else {})},
     )
 
 
@@ -132,6 +154,7 @@ class Decision:
     reason: str
     snapshots: list[str] = field(default_factory=list)
     parent_image_id: str = ""
+    region: str = ""  # set on a copy in a distribution region
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -212,19 +235,49 @@ def apply_retention(store: Store, decisions: list[Decision]) -> list[Decision]:
     return deleted
 
 
+def plan_copies(decisions: list[Decision], copies: Mapping[str, list[ImageRecord]]) -> list[Decision]:
+    """A copy (region -> copies) goes with its source: deleted when the source is, else kept."""
+    by_source = {d.image_id: d for d in decisions}
+    out = []
+    for region, images in copies.items():
+        for copy in images:
+            source = by_source.get(copy.tags.get(distribution.SOURCE_TAG, ""))
+            if source is None:
+                delete, reason = False, "copy of an image not in this plan"
+            else:
+                delete, reason = source.delete, f"copy of {'deleted' if source.delete else 'kept'} {source.image_id}"
+            out.append(Decision(copy.id, copy.tags.get("ImageName", ""), copy.created, delete, reason,
+                                list(copy.snapshots), copy.tags.get("ParentImageId", ""), region))
+    return out
+
+
 def retention(catalog: Catalog, store: Store, current: Mapping[str, str | None], dry_run: bool,
               record: Callable[[dg.AssetObservation], None], now: datetime | None = None) -> list[Decision]:
-    decisions = plan_retention(catalog, store.managed_images(Deployment=catalog.deployment), current, now,
-                               channelsmod.held(catalog, store))
+    regional = distribution.region_stores(catalog)
+    copies = {r: [i for i in s.managed_images(Deployment=catalog.deployment) if i.tags.get(distribution.SOURCE_TAG)]
+              for r, s in regional.items()}
+    # A channel holds its image in every region: a held copy holds its source (and so itself).
+    held = channelsmod.held(catalog, store)
+    for region, there in regional.items():
+        source_of = {c.id: c.tags[distribution.SOURCE_TAG] for c in copies[region]}
+        for copy_id, why in channelsmod.held(catalog, there).items():
+            if copy_id in source_of:
+                held.setdefault(source_of[copy_id], f"{why} (its copy {copy_id})")
+    decisions = plan_retention(catalog, store.managed_images(Deployment=catalog.deployment), current, now, held)
+    decisions += plan_copies(decisions, copies)
     if dry_run:
         return decisions
     at = _stamp(now or utcnow())
-    for decision in apply_retention(store, decisions):
+    # Copies first: a source is never gone while a copy of it that should go is still there.
+    deleted = [d for r, there in regional.items() for d in apply_retention(there, [d for d in decisions if d.region == r])]
+    deleted += apply_retention(store, [d for d in decisions if not d.region])
+    for decision in deleted:
         record(dg.AssetObservation(
             asset_key=dg.AssetKey([decision.name]),
             description=f"image {decision.image_id} deleted by retention: {decision.reason}",
             metadata={"action": "deleted", "image_id": decision.image_id, "reason": decision.reason,
-                      "deleted_at": at, "created": decision.created, "snapshots": decision.snapshots},
+                      "deleted_at": at, "created": decision.created, "snapshots": decision.snapshots,
+                      **({"region": decision.region} if decision.region else {})},
         ))
     return decisions
 

@@ -5,12 +5,11 @@ parameters served by the same moto server), real packer builds, a real Dagster i
 import json
 import uuid
 
-import dagster as dg
 import pytest
 
 from conftest import latest, materialize, write_demo_catalog
 from test_lifecycle import change_global_content, cli, cli_json, observations, run
-from image_assets import channels, dockerd, lifecycle, stores
+from image_assets import distribution, dockerd, stores
 from image_assets.catalog import CatalogError, load_catalog
 from image_assets.defs import build_defs
 
@@ -155,3 +154,111 @@ def test_channels_on_local_are_docker_tags(base_image, tmp_path, work_dir, insta
             record = store.get(image_id) if image_id else None
             if record:
                 store.deregister(record)
+
+
+def test_distribution_copies_channels_retention_and_revoke(tmp_path, work_dir, instance):
+    home, regions, account = "ap-south-1", ["eu-central-1", "ap-northeast-1"], "111122223333"
+
+    def edit(doc):
+        doc["defaults"]["region"] = home  # regions of this test's own: retention acts on whole regions
+        doc["images"]["global-linux"].update(channels=["latest", "stable"], retention={"keep": 1, "min_age": "0s"},
+                                             distribute={"regions": regions, "accounts": [account]})
+    catalog = load_catalog(write_demo_catalog(tmp_path / "project", edit))
+    source = stores.connect("sandbox", home)
+    there = {r: stores.connect("sandbox", r) for r in regions}
+
+    def build(note=None):
+        if note:
+            change_global_content(catalog, note)
+        run(catalog, instance, "*global-linux")
+        return latest(instance, "global-linux")
+
+    first = build()
+    a = first["image_id"]
+    assert set(first["copies"]) == set(regions)
+    assert first["channels"] == {f"{home}/latest": a, **{f"{r}/latest": first["copies"][r] for r in regions}}
+    tags = source.get(a).tags
+    for region, store in there.items():
+        copy = store.get(first["copies"][region])
+        assert copy.available and copy.id != a
+        assert copy.tags == {**tags, "SourceImageId": a, "SourceRegion": home}  # lineage tags included
+        assert copy.tags["ParentImageId"] == first["parent_image_id"] and copy.tags["RootImageId"] == first["root_image_id"]
+        assert store.channel_get("global-linux", "latest") == copy.id
+        shared = store.ec2.describe_image_attribute(ImageId=copy.id, Attribute="launchPermission")
+        assert shared["LaunchPermissions"] == [{"UserId": account}]
+    assert source.ec2.describe_image_attribute(ImageId=a, Attribute="launchPermission")["LaunchPermissions"] == [
+        {"UserId": account}]
+
+    # A rerun (reused image) reuses the copies: still one per region.
+    assert build()["copies"] == first["copies"]
+    assert all(len(distribution.copies_of(store, a)) == 1 for store in there.values())
+
+    # stable = the first build in every region; two more builds; stable lags by 2 in each region.
+    done = cli_json(catalog, instance, "promote", "global-linux", "--to", "stable")
+    assert {m["region"]: m["to_image_id"] for m in done} == {home: a, **first["copies"]}
+    second, third = build("second build"), build("third build")
+    b, c = second["image_id"], third["image_id"]
+    rows = [r for r in cli_json(catalog, instance, "channels", "global-linux") if r["channel"] == "stable"]
+    assert {r["region"] for r in rows} == {home, *regions} and all(r["lags"] == 2 and not r["current"] for r in rows)
+    latest_rows = [r for r in cli_json(catalog, instance, "channels", "global-linux") if r["channel"] == "latest"]
+    assert all(r["current"] for r in latest_rows)  # in a copy region: the copy of the current image
+
+    # Retention (keep 1): the stable image and its copies stay (held), the second build and its
+    # copies go in every region, the current one stays.
+    plan = {d["image_id"]: d for d in cli_json(catalog, instance, "retention", "--dry-run")["decisions"]}
+    assert plan[a]["reason"].startswith("held: channel") and not plan[a]["delete"]
+    assert {i for i, d in plan.items() if d["delete"]} == {b, *second["copies"].values()}
+    assert all(plan[i]["reason"] == f"copy of kept {a}" for i in first["copies"].values())
+    job = build_defs(catalog).resolve_job_def("image_retention")
+    assert job.execute_in_process(instance=instance).success
+    assert source.get(b) is None and source.get(a) and source.get(c)
+    for region, store in there.items():
+        assert store.get(second["copies"][region]) is None
+        assert store.get(first["copies"][region]) and store.get(third["copies"][region])
+    deleted = [o for o in observations(instance, "global-linux") if o.get("action") == "deleted"]
+    assert {o.get("region", home) for o in deleted} == {home, *regions}
+
+    # Revoking the current image revokes its copies, and latest moves back in every region to the
+    # newest unrevoked image still there (the first build: the second is deleted).
+    out = cli(catalog, instance, "revoke", c, "--reason", "bad build")
+    assert out.returncode == 0, out.stderr
+    for region, store in there.items():
+        assert store.get(third["copies"][region]).revoked
+        assert store.channel_get("global-linux", "latest") == first["copies"][region]
+        assert f"copy in {region}" in out.stdout
+    assert source.channel_get("global-linux", "latest") == a
+    revoked = [o for o in observations(instance, "global-linux") if o.get("action") == "revoked"]
+    assert {o["image_id"] for o in revoked} == {c, *third["copies"].values()}
+
+
+def test_distribution_is_refused_on_local_and_checked(tmp_path, work_dir, monkeypatch):
+    def edit(distribute):
+        def _edit(doc):
+            doc["images"]["global-linux"]["distribute"] = distribute
+        return _edit
+    with pytest.raises(CatalogError, match="'distribute.regions': 'us-east-1' is where the image is built"):
+        load_catalog(write_demo_catalog(tmp_path / "a", edit({"regions": ["us-east-1"]})))
+    with pytest.raises(CatalogError, match="'distribute.accounts': 111122223333 is not an AWS account id.*quoted"):
+        load_catalog(write_demo_catalog(tmp_path / "b", edit({"regions": ["eu-west-1"], "accounts": [111122223333]})))
+    with pytest.raises(CatalogError, match="'distribute.regions': 'Europe' is not an AWS region"):
+        load_catalog(write_demo_catalog(tmp_path / "c", edit({"regions": ["Europe"]})))
+    from test_local_target import CONTENT, write_catalog
+    images = {"debian11": {"layer": "vendor", "vendor": {"image": dockerd.BASE_IMAGE}},
+              "g": {"layer": "global", "parent": "debian11", "template": "packer/aws/linux", "content": CONTENT,
+                    "variables": {"scripts": ["sshd-banner.sh"]}, "distribute": {"regions": ["eu-west-1"]}}}
+    monkeypatch.delenv("IMAGE_ASSETS_TARGET", raising=False)
+    with pytest.raises(CatalogError, match="image 'g', field 'distribute': target 'local'.*no regions"):
+        load_catalog(write_catalog(tmp_path / "d", images, "t"))
+
+
+def test_a_failed_copy_is_deregistered_and_transient(sandbox_session):
+    """EC2 refuses a 51st tag (as AWS does): the copy is made, then its tagging fails; it must not stay."""
+    home, dest = stores.connect("sandbox", "ca-central-1"), stores.connect("sandbox", "sa-east-1")
+    vendor = home.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance_id = home.ec2.run_instances(ImageId=vendor, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    source = home.get(home.ec2.create_image(InstanceId=instance_id, Name="copy-fails")["ImageId"])
+    before = {i["ImageId"] for i in dest.ec2.describe_images(Owners=["self"])["Images"]}
+    with pytest.raises(stores.StoreError, match="failed and was deregistered") as failed:
+        dest.copy_image(source, home.region, {f"Tag{n}": "x" for n in range(51)})
+    assert failed.value.transient
+    assert {i["ImageId"] for i in dest.ec2.describe_images(Owners=["self"])["Images"]} == before

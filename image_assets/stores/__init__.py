@@ -134,6 +134,15 @@ class Store(abc.ABC):
     def channel_history(self, image: str, channel: str) -> list[ChannelEntry]:
         """Every value the channel had, oldest first (the current one last)."""
 
+    # Distribution (image_assets.distribution); stores without regions refuse.
+    def copy_image(self, source: ImageRecord, source_region: str, tags: dict[str, str]) -> ImageRecord:
+        """Copy an image of another region into this store, wait until it is available, tag it."""
+        raise StoreError(f"{self.where}: images cannot be copied between regions here")
+
+    def share(self, image_id: str, accounts: list[str]) -> None:
+        """Give these accounts launch permission on the image."""
+        raise StoreError(f"{self.where}: images cannot be shared with other accounts here")
+
     # Why this store cannot run an image's commands (run_commands) or unpack its filesystem
     # (export_filesystem); "" when it can.
     cannot_run: str = "this target cannot run images"

@@ -258,6 +258,30 @@ class Ec2Store(Store):
             self._call("delete_snapshot", SnapshotId=snap)
         return list(image.snapshots)
 
+    # --- Distribution: copies in this region of images built in another ---
+
+    def copy_image(self, source: ImageRecord, source_region: str, tags: dict[str, str]) -> ImageRecord:
+        copy_id = self._call("copy_image", SourceImageId=source.id, SourceRegion=source_region, Name=source.name,
+                             Description=f"image-assets: copy of {source.id} from {source_region}")["ImageId"]
+        delay = 1 if self.endpoint else 15
+        try:
+            # Tagged only once available (as packer does): a copy with tags is a finished copy.
+            self.ec2.get_waiter("image_available").wait(
+                ImageIds=[copy_id], WaiterConfig={"Delay": delay, "MaxAttempts": 4 * 3600 // delay})
+            self.tag(copy_id, tags)
+            return self.get(copy_id)
+        except (botocore.exceptions.WaiterError, botocore.exceptions.BotoCoreError,
+                botocore.exceptions.ClientError, StoreError) as exc:
+            half = self.get(copy_id)
+            if half is not None:  # never leave a half-made (or untagged, so untraceable) copy behind
+                self.deregister(half)
+            raise StoreError(f"copy {copy_id} of {source.id} from {source_region} to {self.where} failed "
+                             f"and was deregistered: {exc}", transient=True) from None
+
+    def share(self, image_id: str, accounts: list[str]) -> None:
+        self._call("modify_image_attribute", ImageId=image_id,
+                   LaunchPermission={"Add": [{"UserId": account} for account in accounts]})
+
     # --- Release channels: one SSM parameter each; SSM keeps every value's version (history) ---
 
     @functools.cached_property
