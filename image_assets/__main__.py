@@ -182,11 +182,16 @@ def _each_region(catalog, image, act, as_json: bool) -> int:
     moves = []
     try:
         for store in channels.stores_of(catalog, image):
-            moves.append(act(store))
-    finally:
+            move = act(store)
+            if move is None:
+                print(f"{image} ({store.region}): the channel already points there: nothing to do", file=sys.stderr)
+            else:
+                moves.append(move)
+    except BaseException:
         if moves:
             _record_moves(moves, as_json)
-    return 0
+        raise
+    return _record_moves(moves, as_json)
 
 
 def _record_moves(moves, as_json: bool) -> int:
@@ -194,7 +199,7 @@ def _record_moves(moves, as_json: bool) -> int:
         for move in moves:
             if instance is not None:
                 instance.report_runless_asset_event(move.observation())
-    if instance is None:
+    if instance is None and moves:
         print("warning: DAGSTER_HOME is not set: the channel moved in the store but the move is not recorded "
               "as a Dagster asset observation", file=sys.stderr)
     if as_json:

@@ -100,8 +100,9 @@ def stores_of(catalog: Catalog, image: str) -> list[Store]:
     return [connect(catalog.target, catalog.defaults.region), *distribution.region_stores(catalog, image).values()]
 
 
-def promote(catalog: Catalog, store: Store, image: str, source: str, dest: str, by: str) -> Move:
-    """Point `dest` at the image `source` points at; a revoked or missing image is refused."""
+def promote(catalog: Catalog, store: Store, image: str, source: str, dest: str, by: str) -> Move | None:
+    """Point `dest` at the image `source` points at (None: it already does); a revoked or missing
+    image is refused."""
     _known(catalog, image, source, dest)
     image_id = store.channel_get(image, source)
     if not image_id:
@@ -114,9 +115,8 @@ def promote(catalog: Catalog, store: Store, image: str, source: str, dest: str, 
         raise ChannelError(f"image {image!r}: refusing to promote {image_id} from {source!r} to {dest!r}: "
                            f"it is revoked ({record.revoked})")
     move = set_channel(store, image, dest, image_id, "promoted", by)
-    if move is None:
-        raise ChannelError(f"image {image!r}: channel {dest!r} already points at {image_id}: nothing to do")
-    move.note = f"from channel {source!r}"
+    if move is not None:
+        move.note = f"from channel {source!r}"
     return move
 
 
@@ -205,13 +205,18 @@ def listing(catalog: Catalog, current: Mapping[str, str | None] | None, only: st
             continue
         home = current.get(name) if current is not None else None
         for store in stores_of(catalog, name):
-            latest_ids = [e.image_id for e in store.channel_history(name, LATEST)]
+            latest_ids: list[str] | None = None  # read once, and only for a channel not on the current image
             want = home
             if home and store.region != catalog.defaults.region:
                 want = next((c.id for c in distribution.copies_of(store, home)), None)
             for channel in img.channels:
                 image_id = store.channel_get(name, channel) or ""
                 is_current = None if current is None or not image_id else image_id == want
+                if is_current:  # latest is published in the step that materializes: nothing after it
+                    rows.append(Row(name, channel, store.region, image_id, True, 0))
+                    continue
+                if latest_ids is None:
+                    latest_ids = [e.image_id for e in store.channel_history(name, LATEST)]
                 rows.append(Row(name, channel, store.region, image_id, is_current, lag(latest_ids, image_id)))
     return rows
 
@@ -221,8 +226,12 @@ def lagging(rows: list[Row]) -> list[str]:
     out = []
     for row in rows:
         if row.image_id and row.current is False:
-            behind = f"lags latest by {row.lags} build{'s' * (row.lags != 1)}" if row.lags is not None \
-                else "is not on latest's history"
+            if row.lags is None:
+                behind = "is not on latest's history"
+            elif row.lags == 0:  # the current image was never published (a blocking check failed)
+                behind = "is on latest, but the current image was not published"
+            else:
+                behind = f"lags latest by {row.lags} build{'s' * (row.lags != 1)}"
             out.append(f"{row.image} {row.channel} ({row.region}) {behind}: {row.image_id} is not the current image")
     return out
 
@@ -247,6 +256,9 @@ def channel_jobs(catalog: Catalog) -> list[dg.JobDefinition]:
         try:
             for store in stores_of(catalog, image):
                 move = act(store, who(context.run.tags))
+                if move is None:
+                    context.log.info(f"{image} ({store.region}): the channel already points there: nothing to do")
+                    continue
                 context.log.info(str(move))
                 context.log_event(move.observation())
         except (ChannelError, StoreError) as exc:

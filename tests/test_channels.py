@@ -65,6 +65,8 @@ def test_publish_promote_rollback_and_revoke(tmp_path, work_dir, instance):
     # promote latest -> stable (CLI), then a second build: stable lags latest by one build.
     done = cli_json(catalog, instance, "promote", "global-linux", "--from", "latest", "--to", "stable")
     assert done[0]["to_image_id"] == first["image_id"] and done[0]["by"]
+    again = cli(catalog, instance, "promote", "global-linux", "--to", "stable", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout) == [] and "nothing to do" in again.stderr
     change_global_content(catalog, "second build")
     run(catalog, instance, "global-linux")
     second = latest(instance, "global-linux")["image_id"]
