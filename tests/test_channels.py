@@ -264,3 +264,8 @@ def test_a_failed_copy_is_deregistered_and_transient(sandbox_session):
         dest.copy_image(source, home.region, {f"Tag{n}": "x" for n in range(51)})
     assert failed.value.transient
     assert {i["ImageId"] for i in dest.ec2.describe_images(Owners=["self"])["Images"]} == before
+
+    # A copy left untagged by a step that died (AMI names are unique per region): removed, then copied again.
+    dead = dest.ec2.copy_image(SourceImageId=source.id, SourceRegion=home.region, Name=source.name)["ImageId"]
+    copy = dest.copy_image(source, home.region, {"ManagedBy": "image-assets", "SourceImageId": source.id})
+    assert copy.id != dead and dest.get(dead) is None and copy.tags["SourceImageId"] == source.id

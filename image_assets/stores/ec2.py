@@ -261,6 +261,12 @@ class Ec2Store(Store):
     # --- Distribution: copies in this region of images built in another ---
 
     def copy_image(self, source: ImageRecord, source_region: str, tags: dict[str, str]) -> ImageRecord:
+        # A step that died mid-copy left an untagged (or unfinished) copy under the same name, and
+        # AMI names are unique per region: remove it first, or every retry fails on the name.
+        for image in self._images(Owners=["self"], Filters=[{"Name": "name", "Values": [source.name]}]):
+            left = record(image)
+            if not left.managed or (left.tags.get("SourceImageId") == source.id and not left.available):
+                self.deregister(left)
         copy_id = self._call("copy_image", SourceImageId=source.id, SourceRegion=source_region, Name=source.name,
                              Description=f"image-assets: copy of {source.id} from {source_region}")["ImageId"]
         delay = 1 if self.endpoint else 15
