@@ -43,7 +43,7 @@ BUILD_JOB = "build_images"
 
 def build_defs(catalog: Catalog) -> dg.Definitions:
     revoke_job, retention_job = lifecycle_jobs(catalog)
-    build_job = dg.define_asset_job(BUILD_JOB, selection=dg.AssetSelection.all(include_sources=False),
+    build_job = dg.define_asset_job(BUILD_JOB, selection=dg.AssetSelection.all(),  # external assets are left out by default
                                     description="Build (or reuse) every image of the catalog, in layer order, with its checks.")
     return dg.Definitions(
         assets=image_assets(catalog),
