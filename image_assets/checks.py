@@ -29,6 +29,7 @@ from pathlib import Path
 import dagster as dg
 
 from image_assets import build as buildmod
+from image_assets import channels as channelsmod
 from image_assets import gitrepos, lineage, scan, template_check, templates
 from image_assets import secrets as secretsmod
 from image_assets.catalog import Catalog
@@ -139,11 +140,29 @@ def not_revoked(name: str, image_id: str, image: ImageRecord | None) -> dg.Asset
     return _result(name, NOT_REVOKED, True, f"image {image_id} is not revoked")
 
 
-def up_to_date(catalog: Catalog, name: str, chain: list[lineage.Link], current: dict) -> dg.AssetCheckResult:
+def up_to_date(catalog: Catalog, name: str, chain: list[lineage.Link], current: dict,
+               channels_behind: list[str] | None = None) -> dg.AssetCheckResult:
+    """Fresh against the parent asset's current image; release channels behind the image are
+    shown (a release decision, not a fault), never failed on."""
     fresh = lineage.freshness(catalog, name, chain, current)
     description = fresh.cause or f"built on {fresh.built_on}, the current image of {fresh.parent!r}"
+    if channels_behind:
+        description += "; release channels behind it: " + "; ".join(channels_behind)
     return _result(name, UP_TO_DATE, fresh.status == "current", description, severity=dg.AssetCheckSeverity.WARN,
-                   status=fresh.status, built_on=fresh.built_on, expected_parent=fresh.expected_parent or "")
+                   status=fresh.status, built_on=fresh.built_on, expected_parent=fresh.expected_parent or "",
+                   channels_behind=dg.MetadataValue.json(channels_behind or []))
+
+
+def _channels_behind(catalog: Catalog, name: str, image_id: str) -> list[str]:
+    """Channels other than latest (published right after these checks pass) not on image_id."""
+    if set(catalog.images[name].channels) <= {channelsmod.LATEST}:
+        return []  # nothing to read
+    try:
+        rows = channelsmod.listing(catalog, {name: image_id}, name)
+    except StoreError as exc:
+        return [f"channels not read: {exc}"]
+    return [f"{r.channel} ({r.region}) is on {r.image_id}, not on this image" if r.image_id
+            else f"{r.channel} ({r.region}) is not set" for r in rows if r.channel != channelsmod.LATEST and not r.current]
 
 
 # --- image_tests and compliance: the image's content, run and scanned --------------------------
@@ -410,7 +429,8 @@ def evaluate(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected
     if UP_TO_DATE in selected:
         current = {n: (meta or {}).get("image_id") for n, meta in latest_metadata_of(instance, catalog.chain(name)[1:]).items()}
         try:
-            yield up_to_date(catalog, name, chain or lineage.lineage(store, image_id), current)
+            yield up_to_date(catalog, name, chain or lineage.lineage(store, image_id), current,
+                             _channels_behind(catalog, name, image_id))
         except (lineage.LineageError, StoreError) as exc:
             yield _result(name, UP_TO_DATE, False, str(exc), severity=dg.AssetCheckSeverity.WARN)
     if IMAGE_TESTS in selected:

@@ -5,6 +5,7 @@ parameters served by the same moto server), real packer builds, a real Dagster i
 import json
 import uuid
 
+import dagster as dg
 import pytest
 
 from conftest import latest, materialize, write_demo_catalog
@@ -12,6 +13,11 @@ from test_lifecycle import change_global_content, cli, cli_json, observations, r
 from image_assets import distribution, dockerd, stores
 from image_assets.catalog import CatalogError, load_catalog
 from image_assets.defs import build_defs
+
+
+def check_result(instance, name, check):
+    key = dg.AssetCheckKey(dg.AssetKey([name]), check)
+    return instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key].evaluation
 
 
 def moves(instance, name) -> list[dict]:
@@ -57,6 +63,8 @@ def test_publish_promote_rollback_and_revoke(tmp_path, work_dir, instance):
     assert [(m["action"], m["channel"], m["to_image_id"], m["from_image_id"]) for m in published] == [
         ("channel published", "latest", first["image_id"], "")]
     assert store.channel_get("global-linux", "stable") is None
+    assert check_result(instance, "global-linux", "up_to_date").metadata["channels_behind"].value == [
+        "stable (eu-west-1) is not set"]
 
     # Unchanged inputs: reused, still on latest, no second history entry.
     run(catalog, instance, "global-linux")
@@ -71,6 +79,9 @@ def test_publish_promote_rollback_and_revoke(tmp_path, work_dir, instance):
     run(catalog, instance, "global-linux")
     second = latest(instance, "global-linux")["image_id"]
     assert store.channel_get("global-linux", "latest") == second != first["image_id"]
+    fresh = check_result(instance, "global-linux", "up_to_date")  # shown there too, not failed on
+    assert fresh.passed and f"stable (eu-west-1) is on {first['image_id']}, not on this image" in fresh.description
+    assert fresh.metadata["channels_behind"].value == [f"stable (eu-west-1) is on {first['image_id']}, not on this image"]
     rows = {r["channel"]: r for r in cli_json(catalog, instance, "channels", "global-linux")}
     assert rows["latest"] == {"image": "global-linux", "channel": "latest", "region": "eu-west-1",
                               "image_id": second, "current": True, "lags": 0}
