@@ -82,9 +82,13 @@ def cmd_outdated(args, catalog) -> int:
         record = store.get(image_id) if image_id and not catalog.images[name].vendor else None
         if record and record.revoked:
             revoked.append({"name": name, "image_id": image_id, "revoked": record.revoked})
+    rows = channels.listing(catalog, current)
     if args.json:
+        behind = [{"name": r.image, "image_id": r.image_id, "status": "channel behind", "channel": r.channel,
+                   "region": r.region, "lags": r.lags, "cause": line}
+                  for r in rows for line in channels.lagging([r])]
         print(json.dumps([f.as_dict() for f in stale] + [{"name": r["name"], "image_id": r["image_id"], "status": "revoked",
-                                                           "cause": r["revoked"]} for r in revoked], indent=2))
+                                                           "cause": r["revoked"]} for r in revoked] + behind, indent=2))
         return 0
     if stale:
         rows = [["IMAGE", "IMAGE ID", "PARENT", "BUILT ON", "EXPECTED PARENT", "STATUS", "WHY"]]
@@ -92,7 +96,7 @@ def cmd_outdated(args, catalog) -> int:
         print(_table(rows))
     else:
         print("no outdated images: every built image sits on the current image of its parent asset")
-    lagging = channels.lagging(channels.listing(catalog, current))
+    lagging = channels.lagging(rows)
     if lagging:  # a channel behind latest is a release decision, not a fault: shown, exit 0
         print(f"\n{len(lagging)} channel(s) not on the current image:")
         print("\n".join(lagging))

@@ -91,6 +91,10 @@ def test_publish_promote_rollback_and_revoke(tmp_path, work_dir, instance):
     assert "1 build" in table and "python310" in table  # every built image's channels
     outdated = cli(catalog, instance, "outdated")
     assert outdated.returncode == 0 and "global-linux stable (eu-west-1) lags latest by 1 build" in outdated.stdout
+    behind = [e for e in cli_json(catalog, instance, "outdated") if e["status"] == "channel behind"]
+    assert behind == [{"name": "global-linux", "image_id": first["image_id"], "status": "channel behind",
+                       "channel": "stable", "region": "eu-west-1", "lags": 1,
+                       "cause": f"global-linux stable (eu-west-1) lags latest by 1 build: {first['image_id']} is not the current image"}]
 
     # The Dagster job promotes too (by: the run's user tag), and the CLI rolls back.
     defs = build_defs(catalog)
