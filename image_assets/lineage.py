@@ -72,10 +72,6 @@ def lineage(store: Store, image_id: str) -> list[Link]:
     return walk(store.get, image_id)
 
 
-def lineage_ids(store: Store, image_id: str) -> list[str]:
-    return [l.image_id for l in lineage(store, image_id)]
-
-
 def problems(chain: list[Link]) -> list[str]:
     """Inconsistencies a reader of the lineage should see (the walk itself never guesses)."""
     out = []
