@@ -1,4 +1,4 @@
-"""Imported only by the multiprocess executor's forkserver (defs.PRELOAD): work every step would
+"""Imported only by the multiprocess executor's forkserver (executor.PRELOAD): work every step would
 otherwise repeat after the fork, done once. No network, git or packer call."""
 
 import sys
