@@ -111,14 +111,14 @@ def latest(instance, name) -> dict:
 
 def sandbox_inventory(cloud) -> dict[str, set]:
     """What a build can leave behind in the sandbox, by id; terminated instances do not count."""
-    ec2 = cloud.ec2
-    instances = {i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+    # Through every page: after 100 reservations the sandbox, like EC2, pages describe_instances.
+    instances = {i["InstanceId"] for r in cloud.describe_all("describe_instances", "Reservations") for i in r["Instances"]
                  if i["State"]["Name"] not in ("terminated", "shutting-down")}
     return {
         "instances": instances,
-        "images": {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]},
-        "snapshots": {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]},
-        "volumes": {v["VolumeId"] for v in ec2.describe_volumes()["Volumes"] if v["State"] != "deleted"},
-        "security_groups": {g["GroupId"] for g in ec2.describe_security_groups()["SecurityGroups"]},
-        "key_pairs": {k["KeyName"] for k in ec2.describe_key_pairs()["KeyPairs"]},
+        "images": {i["ImageId"] for i in cloud.describe_all("describe_images", "Images", Owners=["self"])},
+        "snapshots": {s["SnapshotId"] for s in cloud.describe_all("describe_snapshots", "Snapshots", OwnerIds=["self"])},
+        "volumes": {v["VolumeId"] for v in cloud.describe_all("describe_volumes", "Volumes") if v["State"] != "deleted"},
+        "security_groups": {g["GroupId"] for g in cloud.describe_all("describe_security_groups", "SecurityGroups")},
+        "key_pairs": {k["KeyName"] for k in cloud.ec2.describe_key_pairs()["KeyPairs"]},
     }

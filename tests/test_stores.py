@@ -105,3 +105,24 @@ def test_image_tests_on_an_ec2_instance_launch_it_from_the_image_and_terminate_i
     launched = [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
     assert launched and all(i["ImageId"] == image.id for i in launched)
     assert {i["State"]["Name"] for i in launched} == {"terminated"}
+
+
+def test_leftovers_are_found_past_the_first_page(cloud):
+    """EC2 pages describe_instances (the sandbox after 100 reservations): a dead build's instance
+    on page two is found and removed all the same, and nothing of another run is touched."""
+    image = cloud.newest_vendor_image(VendorQuery(owners=["amazon"], name="al2023-ami-2023.*-kernel-6.1-x86_64"))
+    runs = [f"paging-run-{n:03d}" for n in range(101)]  # one reservation each
+    for run_id in runs:
+        tags = [{"Key": "ManagedBy", "Value": "image-assets"}, {"Key": "ImageName", "Value": "paging-probe"},
+                {"Key": "DagsterRunId", "Value": run_id}]
+        cloud.ec2.run_instances(ImageId=image.id, InstanceType="t3.micro", MinCount=1, MaxCount=1,
+                                TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+    try:
+        assert cloud.runs_with_leftovers("paging-probe") == set(runs)
+        removed = cloud.remove_leftovers("paging-probe", runs[-1], log=lambda _: None)
+        assert len(removed) == 1 and removed[0].startswith("i-")
+        assert cloud.runs_with_leftovers("paging-probe") == set(runs[:-1])
+    finally:
+        left = cloud.describe_all("describe_instances", "Reservations",
+                                  Filters=[{"Name": "tag:ImageName", "Values": ["paging-probe"]}])
+        cloud.ec2.terminate_instances(InstanceIds=[i["InstanceId"] for r in left for i in r["Instances"]])

@@ -184,10 +184,7 @@ def test_killed_container_run_fails_and_the_next_build_cleans_up(docker_team, cl
     building = lambda run: "building-now" in compute_logs(deploy.home, run.run_id)  # noqa: E731
     killed, _, _ = sensor_triggered_run(deploy, FAULT_REPO, {FAULT_IMAGE}, until=building)
     dockerd.docker("kill", killed.tags["docker/container_id"])
-    every = [(i["InstanceId"], i["State"]["Name"], {t["Key"]: t["Value"] for t in i.get("Tags", [])}.get("DagsterRunId"))
-             for r in cloud.ec2.describe_instances()["Reservations"] for i in r["Instances"]]
-    assert len(sandbox_inventory(cloud)["instances"] - before["instances"]) == 1, (  # packer had no time to clean
-        f"killed run {killed.run_id}; instances {every}; its log: {compute_logs(deploy.home, killed.run_id)[-3000:]}")
+    assert len(sandbox_inventory(cloud)["instances"] - before["instances"]) == 1  # packer had no time to clean
     with deploy.instance() as instance:
         killed = teamkit.wait_for(lambda: (r := instance.get_run_by_id(killed.run_id)).is_finished and r, 120,
                                   "run monitoring to mark the killed run finished",

@@ -324,15 +324,21 @@ class Ec2Store(Store):
 
     # --- What a dead build left behind (issue: crash) ---
 
+    def describe_all(self, operation: str, key: str, **kwargs) -> list[dict]:
+        """Every item of a describe call, through all its pages: EC2 (and the sandbox, after 100
+        reservations) returns one page at a time, and an item on page two is as real as on page one."""
+        return [item for page in self.ec2.get_paginator(operation).paginate(**kwargs) for item in page[key]]
+
+    def _instances(self, filters: list[dict]) -> list[dict]:
+        return [i for r in self.describe_all("describe_instances", "Reservations", Filters=filters) for i in r["Instances"]]
+
     def _live_instances(self, filters: list[dict]) -> list[dict]:
-        pages = self.ec2.get_paginator("describe_instances").paginate(
-            Filters=filters + [{"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}])
-        return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+        return self._instances(filters + [{"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}])
 
     def runs_with_leftovers(self, name: str) -> set[str]:
         """Run ids that still hold a live instance, a volume or an unfinished image of this image."""
         found = [_tags(i) for i in self._live_instances(_image_filters(name))]
-        found += [_tags(v) for v in self.ec2.describe_volumes(Filters=_image_filters(name))["Volumes"]]
+        found += [_tags(v) for v in self.describe_all("describe_volumes", "Volumes", Filters=_image_filters(name))]
         found += [i.tags for i in self.managed_images(ImageName=name) if not i.available]
         return {t["DagsterRunId"] for t in found if t.get("DagsterRunId")}
 
@@ -347,11 +353,10 @@ class Ec2Store(Store):
         instances = self._live_instances(filters)
         # Terminated instances too: a packer stopped mid-cleanup (its output pipe gone with the dead
         # step) may have terminated the instance but not yet deleted its key pair and security group.
-        pages = self.ec2.get_paginator("describe_instances").paginate(Filters=filters)
-        every = [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+        every = self._instances(filters)
         groups = {g["GroupId"] for i in every for g in i.get("SecurityGroups", []) if g["GroupName"].startswith("packer_")}
         keys = {i["KeyName"] for i in every if i.get("KeyName", "").startswith("packer_")}
-        groups &= {g["GroupId"] for g in self.ec2.describe_security_groups()["SecurityGroups"]}
+        groups &= {g["GroupId"] for g in self.describe_all("describe_security_groups", "SecurityGroups")}
         keys &= {k["KeyName"] for k in self.ec2.describe_key_pairs()["KeyPairs"]}
         if instances:
             ids = [i["InstanceId"] for i in instances]
@@ -373,11 +378,11 @@ class Ec2Store(Store):
         for image in {i["ImageId"]: record(i) for i in tagged + named}.values():
             removed += [image.id, *self.deregister(image)]
         in_use = {s for i in self._images(Owners=["self"]) for s in _snapshots(i)}
-        for snap in self.ec2.describe_snapshots(OwnerIds=["self"], Filters=filters)["Snapshots"]:
+        for snap in self.describe_all("describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=filters):
             if snap["SnapshotId"] not in in_use:
                 self._call("delete_snapshot", SnapshotId=snap["SnapshotId"])
                 removed.append(snap["SnapshotId"])
-        for volume in self.ec2.describe_volumes(Filters=filters)["Volumes"]:
+        for volume in self.describe_all("describe_volumes", "Volumes", Filters=filters):
             if volume["State"] == "available":
                 self._call("delete_volume", VolumeId=volume["VolumeId"])
                 removed.append(volume["VolumeId"])
