@@ -199,21 +199,30 @@ class Row:
 def listing(catalog: Catalog, current: Mapping[str, str | None] | None, only: str | None = None) -> list[Row]:
     """Every channel of every built image (or of `only`), in every region it lives in. In a copy
     region, "current" means the copy of the current materialization."""
+    names = [n for n, img in catalog.images.items() if not img.vendor and (not only or n == only)]
+    where = {name: stores_of(catalog, name) for name in names}
+    wanted: dict[str, tuple] = {}  # region -> (store, every (image, channel) read there)
+    for name in names:
+        for store in where[name]:
+            wanted.setdefault(store.region, (store, []))[1].extend((name, c) for c in catalog.images[name].channels)
+    # One read per region for every channel (batched by the store), not one call per channel.
+    values = {region: store.channel_values(pairs) for region, (store, pairs) in wanted.items()}
     rows = []
-    for name, img in catalog.images.items():
-        if img.vendor or (only and name != only):
-            continue
+    for name in names:
         home = current.get(name) if current is not None else None
-        for store in stores_of(catalog, name):
+        for store in where[name]:
             latest_ids: list[str] | None = None  # read once, and only for a channel not on the current image
             want = home
             if home and store.region != catalog.defaults.region:
                 want = next((c.id for c in distribution.copies_of(store, home)), None)
-            for channel in img.channels:
-                image_id = store.channel_get(name, channel) or ""
+            for channel in catalog.images[name].channels:
+                image_id = values[store.region].get((name, channel)) or ""
                 is_current = None if current is None or not image_id else image_id == want
                 if is_current:  # latest is published in the step that materializes: nothing after it
                     rows.append(Row(name, channel, store.region, image_id, True, 0))
+                    continue
+                if not image_id:  # never set: no lag to tell
+                    rows.append(Row(name, channel, store.region, "", None, None))
                     continue
                 if latest_ids is None:
                     latest_ids = [e.image_id for e in store.channel_history(name, LATEST)]

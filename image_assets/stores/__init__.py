@@ -127,6 +127,11 @@ class Store(abc.ABC):
     def channel_get(self, image: str, channel: str) -> str | None:
         """The image id the channel points at; None when it was never set."""
 
+    def channel_values(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """channel_get for many (image, channel) pairs at once; the unset ones are left out."""
+        found = {pair: self.channel_get(*pair) for pair in pairs}
+        return {pair: image_id for pair, image_id in found.items() if image_id}
+
     @abc.abstractmethod
     def channel_set(self, image: str, channel: str, image_id: str) -> None: ...
 

@@ -308,6 +308,17 @@ class Ec2Store(Store):
         found = self._ssm("GetParameter", name, lambda: self.ssm.get_parameter(Name=name))
         return found["Parameter"]["Value"] if found else None
 
+    def channel_values(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """GetParameters, ten names a call (SSM's limit): `outdated` over 1,000 images made 1,000
+        GetParameter calls (~5 s on the sandbox) where 100 do; a missing name is simply not returned."""
+        by_name = {channel_parameter(*pair): pair for pair in pairs}
+        names, found = list(by_name), {}
+        for i in range(0, len(names), 10):
+            batch = names[i:i + 10]
+            got = self._ssm("GetParameters", batch[0], lambda: self.ssm.get_parameters(Names=batch))
+            found.update({by_name[p["Name"]]: p["Value"] for p in (got or {}).get("Parameters", [])})
+        return found
+
     def channel_set(self, image: str, channel: str, image_id: str) -> None:
         name = channel_parameter(image, channel)
         self._ssm("PutParameter", name, lambda: self.ssm.put_parameter(
