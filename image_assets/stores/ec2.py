@@ -203,8 +203,7 @@ class Ec2Store(Store):
 
     def _images(self, **kwargs) -> list[dict]:
         try:
-            pages = self.ec2.get_paginator("describe_images").paginate(**kwargs)
-            return [img for page in pages for img in page["Images"]]
+            return self.describe_all("describe_images", "Images", **kwargs)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             if isinstance(exc, botocore.exceptions.ClientError) and kwargs.get("ImageIds") and \
                     aws_error_code(exc).startswith(("InvalidAMIID",)):
