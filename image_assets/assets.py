@@ -1,6 +1,8 @@
 """One Dagster asset per catalog image; materializing a built layer runs packer via build.py."""
 
+import inspect
 import json
+import types
 
 import dagster as dg
 
@@ -34,6 +36,19 @@ def _run_finished(instance: dg.DagsterInstance):
         run = instance.get_run_by_id(run_id)
         return run is not None and run.is_finished
     return finished
+
+
+_signatures: dict[types.CodeType, inspect.Signature] = {}
+
+
+def shared_signature(fn):
+    """Give `fn` the signature every function of its code already has: Dagster inspects an asset
+    function's signature ~15 times while it builds the asset, and inspect.signature has no cache
+    (on a 1,000-image catalog that was ~0.14 s of the definitions' load)."""
+    if fn.__code__ not in _signatures:
+        _signatures[fn.__code__] = inspect.signature(fn)
+    fn.__signature__ = _signatures[fn.__code__]
+    return fn
 
 
 def _fail(message: str, transient: bool = False) -> dg.Failure:
@@ -103,8 +118,6 @@ def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
     spec = dg.AssetSpec(key, deps=[image.parent], group_name=image.layer.value,
                         kinds={"packer", store_kind(catalog.target)}, description=_description(catalog, name))
 
-    @dg.multi_asset(name=name.replace("-", "_"), specs=[spec], check_specs=checks.check_specs(catalog, name),
-                    can_subset=True, pool="packer", retry_policy=RETRY_POLICY)
     def _built(context: dg.AssetExecutionContext, packer: PackerCli):
         metadata, chain, built, moves = None, None, None, []
         if key in context.selected_asset_keys:
@@ -123,7 +136,8 @@ def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
         yield from results
         yield from (move.observation() for move in moves)
 
-    return _built
+    return dg.multi_asset(name=name.replace("-", "_"), specs=[spec], check_specs=checks.check_specs(catalog, name),
+                          can_subset=True, pool="packer", retry_policy=RETRY_POLICY)(shared_signature(_built))
 
 
 def _release(context: dg.AssetExecutionContext, catalog: Catalog, name: str, built: buildmod.Built,
