@@ -60,7 +60,8 @@ def resolve_parent(context: dg.AssetExecutionContext, catalog: Catalog, name: st
     parent = catalog.images[name].parent
     meta = latest_metadata(context.instance, parent)
     if meta and meta.get("image_id"):
-        return buildmod.Parent(meta["image_id"], meta.get("root_image_id") or meta["image_id"])
+        return buildmod.Parent(meta["image_id"], meta.get("root_image_id") or meta["image_id"],
+                               tuple(meta.get("lineage") or ()))
     if catalog.images[parent].vendor:
         image = lookup_vendor(catalog, parent)
         return buildmod.Parent(image.id, image.id)
@@ -119,15 +120,16 @@ def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
                         kinds={"packer", store_kind(catalog.target)}, description=_description(catalog, name))
 
     def _built(context: dg.AssetExecutionContext, packer: PackerCli):
-        metadata, chain, built, moves = None, None, None, []
+        metadata, chain, record, built, moves = None, None, None, None, []
         if key in context.selected_asset_keys:
             built = _build(context, catalog, name, packer)
-            metadata, chain = built.metadata(), built.chain
+            metadata, chain, record = built.metadata(), built.chain, built.record
         selected = {check.name for check in context.selected_asset_check_keys}
         # The checks run before the materialization is yielded (they read the new image through
         # `metadata`), so what passing them releases (channels) goes into its metadata; their
         # results still follow it, and attach to it.
-        results = list(checks.results(catalog, name, context.instance, selected, packer, metadata, chain)) if selected else []
+        results = list(checks.results(catalog, name, context.instance, selected, packer, metadata, chain, record)) \
+            if selected else []
         if built is not None:
             metadata["channels"], copies, moves = _release(context, catalog, name, built, results)
             if catalog.images[name].distribute:

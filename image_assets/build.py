@@ -40,6 +40,7 @@ class BuildError(RuntimeError):
 class Parent:
     image_id: str
     root_image_id: str
+    lineage: tuple[str, ...] = ()  # as the parent's materialization recorded it (read ahead by the walk)
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Built:
     tags: dict[str, str] = field(default_factory=dict)
     lineage: list[str] = field(default_factory=list)  # image ids, this one first, from ParentImageId tags
     chain: list[lineagemod.Link] = field(default_factory=list, repr=False)  # the walk behind `lineage`, for checks
+    record: stores.ImageRecord | None = field(default=None, repr=False)  # the image as the build last read it, for checks
 
     def metadata(self) -> dict:
         # The UI lists these in this order: what a platform engineer looks for first (which image, on
@@ -327,13 +329,16 @@ def resolve(catalog: Catalog, name: str, parent: Parent, work: Path,
     return Resolved(name, catalog.target, parent, template_dir, content, dict(image.variables), refs)
 
 
-def _lineage(store: stores.Store, image_id: str) -> tuple[list[str], list[lineagemod.Link]]:
-    chain = lineagemod.lineage(store, image_id)
-    return [link.image_id for link in chain], chain
+def _lineage(store: stores.Store, image: stores.ImageRecord, parent: Parent,
+             parent_image: stores.ImageRecord) -> tuple[list[str], list[lineagemod.Link], stores.ImageRecord]:
+    """The image's lineage, walked over the records the build already holds (the image, its parent)
+    and the parent's recorded lineage read ahead in one call: one store call, not one per layer."""
+    chain = lineagemod.lineage(store, image.id, {image.id: image, parent.image_id: parent_image}, parent.lineage[1:])
+    return [link.image_id for link in chain], chain, image
 
 
 def _reused(catalog: Catalog, resolved: Resolved, existing: stores.ImageRecord, store: stores.Store, cli,
-            recorded_refs, log) -> Built:
+            recorded_refs, log, parent_image: stores.ImageRecord) -> Built:
     """A reused image reports its own history (from its tags), not the inputs of this run."""
     tags = existing.tags
     own_refs = git_refs_from_tag(tags.get("GitRefs", "-"))
@@ -344,7 +349,7 @@ def _reused(catalog: Catalog, resolved: Resolved, existing: stores.ImageRecord, 
     return Built(existing.id, catalog.defaults.region, tags.get("ParentImageId", resolved.parent.image_id),
                  tags.get("RootImageId", resolved.parent.root_image_id), tags.get("Fingerprint", ""), True,
                  own_refs, cli.version(), 0.0, tags.get("ImageVersion", ""), tags,
-                 *_lineage(store, existing.id))
+                 *_lineage(store, existing, resolved.parent, parent_image))
 
 
 def _verify(store: stores.Store, name: str, image_id: str, tags: dict[str, str], log) -> stores.ImageRecord:
@@ -391,7 +396,7 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
     existing = store.find_reusable(ImageName=name, Fingerprint=fp, Deployment=catalog.deployment)
     if existing:
         shutil.rmtree(work, ignore_errors=True)
-        return _reused(catalog, resolved, existing, store, cli, recorded_refs, log)
+        return _reused(catalog, resolved, existing, store, cli, recorded_refs, log, parent_image)
 
     version = datetime.now(timezone.utc).strftime("%Y%m%d.%H%M%S") + "." + run_id[:8]
     tags = image_tags(catalog, resolved, version, fp, run_id)
@@ -423,8 +428,8 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
         var_file.unlink(missing_ok=True)
     # amazon-ebs: "<region>:<ami id>"; docker: the image id itself ("sha256:<hex>")
     image_id = artifact if stores.kind_of(target) == "docker" else artifact.rpartition(":")[2]
-    _verify(store, name, image_id, tags, log)
+    built = _verify(store, name, image_id, tags, log)
     shutil.rmtree(work, ignore_errors=True)
     return Built(image_id, region, parent.image_id, parent.root_image_id, fp, False, resolved.git_refs,
-                 cli.version(), time.monotonic() - started, version, tags, *_lineage(store, image_id))
+                 cli.version(), time.monotonic() - started, version, tags, *_lineage(store, built, parent, parent_image))
 

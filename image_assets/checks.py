@@ -398,10 +398,10 @@ def template_valid(cli: PackerCli, catalog: Catalog, name: str, meta: dict | Non
 
 def evaluate(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected: set[str],
              packer: PackerCli, metadata: dict | None = None,
-             chain: list[lineage.Link] | None = None) -> Iterator[dg.AssetCheckResult]:
+             chain: list[lineage.Link] | None = None, record: ImageRecord | None = None) -> Iterator[dg.AssetCheckResult]:
     """Results of the selected checks for the asset's current image: the one just built
-    (`metadata`, and `chain`, the lineage the build walked moments ago), else its latest
-    materialization."""
+    (`metadata`; `chain` and `record`, the lineage and the image the build read moments ago),
+    else its latest materialization."""
     meta = metadata or latest_metadata(instance, name)
     if TEMPLATE in selected:
         yield template_valid(packer, catalog, name, meta)
@@ -415,7 +415,7 @@ def evaluate(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected
     image_id = meta["image_id"]
     try:
         store = connect(catalog.target, catalog.defaults.region)
-        image = store.get(image_id)
+        image = record or store.get(image_id)
     except StoreError as exc:
         for check in store_checks:
             yield _result(name, check, False, f"cannot check image {image_id}: {exc}")
@@ -440,7 +440,8 @@ def evaluate(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected
 
 
 def results(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected: set[str], packer: PackerCli,
-            metadata: dict | None = None, chain: list[lineage.Link] | None = None) -> Iterator[dg.AssetCheckResult]:
+            metadata: dict | None = None, chain: list[lineage.Link] | None = None,
+            record: ImageRecord | None = None) -> Iterator[dg.AssetCheckResult]:
     """The selected checks' results, run inside the image's asset step (see assets.built_asset)."""
     try:
         resolve_binary(packer.binary)
@@ -448,4 +449,4 @@ def results(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected:
         if TEMPLATE in selected:
             selected = selected - {TEMPLATE}
             yield _result(name, TEMPLATE, False, str(exc))
-    yield from evaluate(catalog, name, instance, selected, packer, metadata, chain)
+    yield from evaluate(catalog, name, instance, selected, packer, metadata, chain, record)

@@ -7,7 +7,7 @@ the current image of each asset (its latest materialization) where freshness nee
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from image_assets.catalog import Catalog
@@ -68,8 +68,15 @@ def walk(lookup: Callable[[str], ImageRecord | None], image_id: str) -> list[Lin
     return chain
 
 
-def lineage(store: Store, image_id: str) -> list[Link]:
-    return walk(store.get, image_id)
+def lineage(store: Store, image_id: str, known: Mapping[str, ImageRecord] | None = None,
+            expected: Sequence[str] = ()) -> list[Link]:
+    """The walk from `image_id`, over the store's records. `known`: records just read (the image,
+    its parent); `expected`: ids the walk will likely pass (the parent's recorded lineage), read in
+    one call. The walk still follows the ParentImageId tags; an id not read ahead is looked up alone."""
+    records = dict(known or {})
+    ahead = [i for i in expected if i not in records]
+    records.update(store.get_many(ahead) if ahead else {})
+    return walk(lambda i: records[i] if i in records else store.get(i), image_id)
 
 
 def problems(chain: list[Link]) -> list[str]:

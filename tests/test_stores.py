@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from image_assets import stores
+from image_assets import lineage, stores
 from image_assets.catalog import VendorQuery
 from image_assets.errors import StoreError
 from image_assets.stores.ec2 import Ec2Store
@@ -126,3 +126,36 @@ def test_leftovers_are_found_past_the_first_page(cloud):
         left = cloud.describe_all("describe_instances", "Reservations",
                                   Filters=[{"Name": "tag:ImageName", "Values": ["paging-probe"]}])
         cloud.ec2.terminate_instances(InstanceIds=[i["InstanceId"] for r in left for i in r["Instances"]])
+
+
+def test_the_lineage_walk_reads_the_expected_ids_in_one_call(cloud, monkeypatch):
+    """A build knows its parent's recorded lineage: the walk reads those images in one call, and
+    still follows the tags: where an image is gone since, the walk ends there as it always did."""
+    vendor = cloud.newest_vendor_image(VendorQuery(owners=["amazon"], name="al2023-ami-2023.*-kernel-6.1-x86_64"))
+    chain = [vendor.id]
+    for layer in ("global", "product", "service", "service"):
+        image_id = cloud.ec2.register_image(Name=f"walk-probe-{len(chain)}", RootDeviceName="/dev/xvda")["ImageId"]
+        cloud.tag(image_id, {"ManagedBy": stores.MANAGED_BY, "ImageName": f"walk-probe-{len(chain)}",
+                             "ImageLayer": layer, "ParentImageId": chain[0]})
+        chain.insert(0, image_id)
+    try:
+        plain = lineage.lineage(cloud, chain[0])
+        assert [link.image_id for link in plain] == chain and not plain[-1].managed
+        described = []
+        real = cloud._images
+        monkeypatch.setattr(cloud, "_images", lambda **kw: described.append(kw) or real(**kw))
+        head, parent = cloud.get_many(chain[:2]).values()
+        described.clear()
+        assert lineage.lineage(cloud, chain[0], {head.id: head, parent.id: parent}, chain[2:]) == plain
+        assert len(described) == 1 and described[0]["ImageIds"] == chain[2:]
+
+        cloud.ec2.deregister_image(ImageId=chain[2])  # the grandparent is gone
+        described.clear()
+        walked = lineage.lineage(cloud, chain[0], {head.id: head, parent.id: parent}, chain[2:])
+        assert [link.image_id for link in walked] == chain[:3] and walked[-1].state == "missing"
+        assert len(described) == 2  # the list, then the gone one alone (EC2 may refuse a list naming it)
+        assert set(cloud.get_many(chain[2:])) <= set(chain[3:])
+    finally:
+        for image_id in chain[:-1]:
+            if cloud.get(image_id):
+                cloud.ec2.deregister_image(ImageId=image_id)

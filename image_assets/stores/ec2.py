@@ -225,6 +225,11 @@ class Ec2Store(Store):
         found = self._images(ImageIds=[image_id])  # InvalidAMIID.NotFound / .Malformed: none
         return record(found[0]) if found else None
 
+    def get_many(self, image_ids: list[str]) -> dict[str, ImageRecord]:
+        # One id gone makes EC2 refuse the whole list (InvalidAMIID.NotFound): then none is
+        # returned, and a caller asks for each on its own.
+        return {i["ImageId"]: record(i) for i in self._images(ImageIds=list(image_ids))} if image_ids else {}
+
     def managed_images(self, **tags: str) -> list[ImageRecord]:
         filters = [{"Name": "tag:ManagedBy", "Values": [MANAGED_BY]}]
         filters += [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
