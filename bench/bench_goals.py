@@ -530,6 +530,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--baseline", help="a git revision to measure first, goal by goal, in the same run")
     args = parser.parse_args()
+    # Python writes and reads bytecode, here and in every process started from here (the baseline's
+    # bench included), as for an installed code location: a shell that sets PYTHONDONTWRITEBYTECODE
+    # would otherwise have each import probe time the compiler too.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     if args.baseline:
         return compare(args.baseline, [int(g) for g in args.goals.split(",")], args.rounds)
     tmp = Path(tempfile.mkdtemp(prefix="bench-goals-"))
