@@ -183,6 +183,40 @@ def test_created_image_is_ebs_backed(port):
     assert client.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"]
 
 
+
+def test_tag_lookup_reads_the_same_tags_as_moto(monkeypatch):
+    """The sandbox reads one resource's tags from the backend's map (sandbox_server._tags_of_resource)
+    instead of moto's scan of every tag of every resource: the same entries, for every kind of
+    resource a build tags, untagged ones included."""
+    from moto import mock_aws
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.core import TaggedEC2Resource
+
+    from image_assets.sandbox_server import _tags_of_resource
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    with mock_aws():
+        client = boto3.client("ec2", region_name="us-east-1")
+        source = vendor_al2023(client)
+        made = []
+        for n in range(3):
+            tags = [{"Key": "ImageName", "Value": f"layer-{n}"}, {"Key": "DagsterRunId", "Value": f"run-{n}"}]
+            spec = [{"ResourceType": kind, "Tags": tags} for kind in ("instance", "volume")] if n else []
+            instance = client.run_instances(ImageId=source, MinCount=1, MaxCount=1, TagSpecifications=spec)
+            instance_id = instance["Instances"][0]["InstanceId"]
+            image_id = client.create_image(InstanceId=instance_id, Name=f"layer-{n}")["ImageId"]
+            client.create_tags(Resources=[image_id], Tags=tags[: n + 1])
+            made += [instance_id, image_id]
+        backend = ec2_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+        resources = [backend.get_instance(i) if i.startswith("i-") else backend.amis[i] for i in made]
+        resources += list(backend.volumes.values()) + list(backend.snapshots.values())
+        assert sum(1 for r in resources if _tags_of_resource(r)) >= 6, "the test must compare tagged resources"
+        for resource in resources:
+            assert _tags_of_resource(resource) == TaggedEC2Resource.get_tags(resource), resource.id
+
+
 TEMPLATE = """
 variable "endpoint" { type = string }
 variable "source_ami" { type = string }
