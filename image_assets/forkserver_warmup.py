@@ -3,9 +3,17 @@ otherwise repeat after the fork, done once. No network, git or packer call."""
 
 import sys
 
+from image_assets import packer
 from image_assets.stores import ec2
 
 ec2.warm_up()
+
+# Every built image records the packer version: asked once here (two packer processes), not in
+# every step's worker.
+try:
+    packer.packer_version(packer.resolve_binary(packer.PackerCli().binary))
+except Exception:  # no packer here: each step then reports it (PackerError names the fix)
+    pass
 
 # The code location's repository and asset graph, built once here: every forked step finds the
 # Definitions object it loads (module `definitions`, preloaded) already resolved, instead of

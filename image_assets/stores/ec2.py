@@ -67,14 +67,15 @@ def _session() -> boto3.session.Session:
 
 
 def warm_up() -> None:
-    """Read the EC2 API model into the process's session without any network call. The
+    """Read the EC2 and SSM API models into the process's session without any network call. The
     multiprocess executor's forkserver runs this (image_assets.forkserver_warmup), so every
-    forked step creates its client from memory."""
+    forked step creates its clients from memory (SSM: each built image publishes a channel)."""
     try:
         with _session_lock:
-            _session().client("ec2", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
-                              aws_access_key_id="warm-up", aws_secret_access_key="warm-up")
-    except Exception:  # a warm-up must never stop the forkserver; steps then load the model themselves
+            for service in ("ec2", "ssm"):
+                _session().client(service, region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
+                                  aws_access_key_id="warm-up", aws_secret_access_key="warm-up")
+    except Exception:  # a warm-up must never stop the forkserver; steps then load the models themselves
         pass
 
 
