@@ -13,8 +13,9 @@ lines are printed together: a before/after table the machine's drift hits alike.
 2. fan-out: a 1 + 4 + 16 tree whose content check (a shell-local step) sleeps 5 s, `packer`
    pool at 8; efficiency = lower bound (sum over layers of ceil(n / 8) x 5 s) / wall.
 3. scale: a generated 1,000-image catalog (20 templates, 200 repos): import of `definitions`
-   plus asset graph resolution beyond Dagster's own import, one git_tag_sensor tick, and
-   `python -m image_assets outdated` with every image materialized.
+   plus asset graph resolution beyond Dagster's own import, one git_tag_sensor tick,
+   `python -m image_assets outdated` with every image materialized, and the UI: `dagster dev`
+   serving the asset graph and its Lineage page read back from headless Chromium.
 4. wasted builds: packer builds counted by a wrapper (IMAGE_ASSETS_PACKER) for an unchanged
    tree, one new tag on a mid-layer repo, and an edit to a Windows-only script.
 5. memory: peak RSS summed over the whole process tree of a 100-image run (/proc polled).
@@ -92,7 +93,8 @@ class Bench:
     def home(self, pool: int = 4) -> Path:
         home = self.tmp / f"home-{uuid.uuid4().hex[:6]}"
         home.mkdir()
-        (home / "dagster.yaml").write_text(f"concurrency:\n  pools:\n    default_limit: {pool}\ntelemetry:\n  enabled: false\n")
+        (home / "dagster.yaml").write_text(f"concurrency:\n  pools:\n    default_limit: {pool}\ntelemetry:\n  enabled: false\n"
+                                          "nux:\n  enabled: false\n")
         return home
 
     def builds(self) -> list[str]:
@@ -360,6 +362,37 @@ def goal_scale(bench: Bench, rounds: int) -> None:
         times.append(time.monotonic() - start)
     out(f"[3] python -m image_assets outdated, 1,000 materialized images: {statistics.median(times):.2f} s "
           f"(goal < 5; median of {rounds})")
+    ui_graph(bench, home, path, catalog)
+
+
+# What the UI's Lineage page asks for its graph (the nodes, their groups and edges).
+ASSET_GRAPH_QUERY = "{ assetNodes { id assetKey { path } groupName dependencyKeys { path } kinds } }"
+
+
+def ui_graph(bench: Bench, home: Path, path: Path, catalog) -> None:
+    """The UI on the 1,000-image catalog, as the UI issue checks it (image_assets.ui_screenshots):
+    `dagster dev` serving the code location, the asset graph's query, and the Lineage page read back
+    from headless Chromium, which must show each layer group with its number of images."""
+    from image_assets import ui_screenshots as ui
+
+    if not ui.chromium():
+        out("[3] the UI's asset graph: not checked, chromium is not installed (apt-get install -y chromium)")
+        return
+    start = time.monotonic()
+    with ui.dagster_dev(home, path, bench.tmp / "big-dagster-dev.log", timeout=300) as (base, _):
+        served = time.monotonic() - start
+        start = time.monotonic()
+        nodes = ui.graphql(base, ASSET_GRAPH_QUERY, timeout=60)["data"]["assetNodes"]
+        query_s = time.monotonic() - start
+        start = time.monotonic()
+        text = ui.text_of(base + "/asset-groups", (1600, 1200))
+        page_s = time.monotonic() - start
+    layers = [image.layer.value for image in catalog.images.values()]
+    groups = [f"{layer} {layers.count(layer)}" for layer in ("vendor", "global", "product", "service")]
+    missing = [g for g in groups if g not in text]
+    out(f"[3] UI, 1,000 images: dagster dev serves the asset graph {served:.1f} s after start; the graph query "
+        f"({len(nodes)} nodes) {query_s:.2f} s; Lineage shows the layer groups ({', '.join(groups)}) in "
+        f"{page_s:.1f} s of headless Chromium: {'loaded' if not missing else f'NOT loaded, missing {missing}'}")
 
 
 # --- 4. wasted builds ------------------------------------------------------------------------

@@ -78,10 +78,10 @@ def ensure_built(home: Path, catalog_path: Path) -> bool:
     return True
 
 
-def _graphql(base: str, query: str) -> dict:
+def graphql(base: str, query: str, timeout: float = 10) -> dict:
     request = urllib.request.Request(f"{base}/graphql", data=json.dumps({"query": query}).encode(),
                                      headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.load(response)
 
 
@@ -122,7 +122,7 @@ def dagster_dev(home: Path, catalog_path: Path, log: Path, port: int | None = No
             if proc.poll() is not None:
                 raise RuntimeError(f"dagster dev exited ({proc.returncode}); log {log}")
             try:
-                if _graphql(base, "{ assetNodes { id } }").get("data", {}).get("assetNodes"):
+                if graphql(base, "{ assetNodes { id } }").get("data", {}).get("assetNodes"):
                     break
             except OSError:
                 pass  # not listening yet
@@ -159,12 +159,17 @@ def page_text(dom: str) -> str:
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", dom)).split())
 
 
+def text_of(url: str, window: tuple[int, int] = WINDOW) -> str:
+    """The page's visible text once its queries and layout have settled (Chromium's --dump-dom)."""
+    return page_text(_chromium("--dump-dom", url, window=window))
+
+
 def capture(url: str, png: Path, window: tuple[int, int] = WINDOW) -> str:
     """A screenshot of the page into `png`, and the page's text."""
     _chromium(f"--screenshot={png}", url, window=window)
     if not png.is_file():
         raise RuntimeError(f"chromium wrote no screenshot of {url}")
-    return page_text(_chromium("--dump-dom", url, window=window))
+    return text_of(url, window)
 
 
 def shown(expected: str, text: str) -> bool:
@@ -200,7 +205,7 @@ def wait_for_tick(base: str, sensor: str, timeout: float = 120) -> None:
              f'"__repository__", sensorName: "{sensor}"}}) {{ ... on Sensor {{ sensorState {{ ticks(limit: 1) '
              '{ status } } } } }')
     deadline = time.monotonic() + timeout
-    while not (_graphql(base, query)["data"]["sensorOrError"].get("sensorState") or {}).get("ticks"):
+    while not (graphql(base, query)["data"]["sensorOrError"].get("sensorState") or {}).get("ticks"):
         if time.monotonic() > deadline:
             raise RuntimeError(f"the daemon did not evaluate {sensor} within {timeout:.0f} s")
         time.sleep(2)
