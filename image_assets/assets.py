@@ -10,6 +10,7 @@ from image_assets import build as buildmod
 from image_assets import channels, checks, distribution, stores
 from image_assets.catalog import Catalog, CatalogError, gc_paused
 from image_assets.errors import StoreError
+from image_assets.executor import PACKER_POOL
 from image_assets.packer import PackerCli, PackerError
 from image_assets.records import latest_metadata, recorded_git_refs
 
@@ -139,7 +140,7 @@ def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
         yield from (move.observation() for move in moves)
 
     return dg.multi_asset(name=name.replace("-", "_"), specs=[spec], check_specs=checks.check_specs(catalog, name),
-                          can_subset=True, pool="packer", retry_policy=RETRY_POLICY)(shared_signature(_built))
+                          can_subset=True, pool=PACKER_POOL, retry_policy=RETRY_POLICY)(shared_signature(_built))
 
 
 def _release(context: dg.AssetExecutionContext, catalog: Catalog, name: str, built: buildmod.Built,

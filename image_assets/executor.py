@@ -14,6 +14,9 @@ import os
 
 import dagster as dg
 from dagster._core.executor.in_process import InProcessExecutor  # not exported; the class behind dg.in_process_executor
+from dagster._core.instance.config import PoolGranularity
+
+PACKER_POOL = "packer"  # every built image's step claims a slot of it (assets.built_asset)
 
 # Steps run in processes forked from a server that has already imported the code, and packer
 # builds mostly wait on the cloud, so more siblings than cores run at once (the `packer` pool
@@ -25,6 +28,24 @@ PRELOAD = ["dagster", "definitions", "dagster._core.storage.base_storage", "dags
            "dagster._core.storage.event_log.sqlite", "dagster._core.storage.runs.sqlite",
            "dagster._core.storage.schedules.sqlite", "upath", "image_assets.forkserver_warmup"]
 MULTIPROCESS = {"max_concurrent": 8, "start_method": {"forkserver": {"preload_modules": PRELOAD}}}
+
+
+def steps_at_once(instance: dg.DagsterInstance, configured: int) -> int:
+    """The run's step limit, at most the `packer` pool's slots. A step started beyond them fails its
+    slot claim, and Dagster claims again after 1 s, 1.1 s, 1.21 s... up to 15 s, so it starts up to
+    that long after a slot frees (the shipped pool has 4 slots, the executor 8 steps); a step held
+    back by this limit starts as soon as a sibling's process ends. Slots held by other runs still
+    make a step wait for its claim."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return configured
+    config = storage.get_pool_config()
+    if config.pool_granularity == PoolGranularity.RUN:  # a run holds one slot, its steps none
+        return configured
+    pool = next((p for p in storage.get_pool_limits() if p.name == PACKER_POOL), None)
+    # A pool set from the default follows the default (Dagster re-initializes it on the next claim).
+    limit = pool.limit if pool is not None and not pool.from_default else config.default_pool_limit
+    return min(configured, limit) if limit else configured
 
 
 def is_chain(execution_plan) -> bool:
@@ -54,8 +75,12 @@ class ChainInProcessExecutor(dg.Executor):
 @dg.executor(name="multiprocess_chain_in_process", config_schema=dg.multiprocess_executor.config_schema,
              requirements=dg.multiple_process_executor_requirements())
 def multiprocess_chain_in_process(init_context):
-    """Dagster's multiprocess executor (same config); a run whose steps form a chain runs in process."""
-    return ChainInProcessExecutor(dg.multiprocess_executor.executor_creation_fn(init_context))
+    """Dagster's multiprocess executor (same config, at most the `packer` pool's slots at once); a run
+    whose steps form a chain runs in process."""
+    config = dict(init_context.executor_config)
+    config["max_concurrent"] = steps_at_once(init_context.instance, config["max_concurrent"] or os.cpu_count())
+    multiprocess = dg.multiprocess_executor.executor_creation_fn(init_context._replace(executor_config=config))
+    return ChainInProcessExecutor(multiprocess)
 
 
 # IMAGE_ASSETS_EXECUTOR: `auto` (the default, above), or one of Dagster's two for every run:

@@ -42,6 +42,37 @@ def test_a_chain_runs_in_process_and_a_tree_on_the_multiprocess_executor(tmp_pat
         assert latest(instance, "service-sshd-banner")["parent_image_id"] == latest(instance, "global-linux")["image_id"]
 
 
+def test_a_run_starts_at_most_as_many_steps_as_the_packer_pool_has_slots(tmp_path, work_dir, cloud):
+    catalog_path = write_demo_catalog(tmp_path / "project")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 1\ntelemetry:\n  enabled: false\n")
+    run_cli(home, catalog_path, "al2023")
+    # global-linux, then python310 and service-sshd-banner at once, then service-urllib3: with 8 steps
+    # allowed and 1 slot, a sibling would be started and wait on its slot claim.
+    run_cli(home, catalog_path, "global-linux*")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        run = instance.get_runs(limit=1)[0]
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        messages = engine_messages(instance, run)
+        assert any("multiprocess executor" in m for m in messages)
+        assert not [m for m in messages if "blocked by limit for pool" in m]
+
+
+def test_the_step_limit_follows_the_packer_pool(tmp_path):
+    overrides = {"concurrency": {"pools": {"default_limit": 3}}}
+    with dg.instance_for_test(temp_dir=str(tmp_path), overrides=overrides) as instance:
+        assert executor.steps_at_once(instance, 8) == 3  # the default limit, pool not claimed yet
+        assert executor.steps_at_once(instance, 2) == 2
+        instance.event_log_storage.set_concurrency_slots("packer", 5)  # dagster instance concurrency set
+        assert executor.steps_at_once(instance, 8) == 5
+        instance.event_log_storage.set_concurrency_slots("packer", 12)
+        assert executor.steps_at_once(instance, 8) == 8
+    (tmp_path / "unlimited").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "unlimited")) as instance:
+        assert executor.steps_at_once(instance, 8) == 8
+
+
 def test_an_unknown_executor_name_is_refused(monkeypatch):
     monkeypatch.setenv("IMAGE_ASSETS_EXECUTOR", "threads")
     with pytest.raises(ValueError, match="IMAGE_ASSETS_EXECUTOR='threads': choose one of auto, multiprocess, in_process"):
