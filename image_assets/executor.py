@@ -78,7 +78,7 @@ def multiprocess_chain_in_process(init_context):
     """Dagster's multiprocess executor (same config, at most the `packer` pool's slots at once); a run
     whose steps form a chain runs in process."""
     config = dict(init_context.executor_config)
-    config["max_concurrent"] = steps_at_once(init_context.instance, config["max_concurrent"] or os.cpu_count())
+    config["max_concurrent"] = steps_at_once(init_context.instance, config["max_concurrent"])  # MULTIPROCESS sets it
     multiprocess = dg.multiprocess_executor.executor_creation_fn(init_context._replace(executor_config=config))
     return ChainInProcessExecutor(multiprocess)
 

@@ -1,5 +1,5 @@
 """Imported only by the multiprocess executor's forkserver (executor.PRELOAD): work every step would
-otherwise repeat after the fork, done once. No network, git or packer call."""
+otherwise repeat after the fork, done once. No network or git call; one `packer version`."""
 
 import sys
 
