@@ -183,7 +183,6 @@ def test_created_image_is_ebs_backed(port):
     assert client.describe_snapshots(SnapshotIds=[snapshot_id])["Snapshots"]
 
 
-
 def test_tag_lookup_reads_the_same_tags_as_moto(monkeypatch):
     """The sandbox reads one resource's tags from the backend's map (sandbox_server._tags_of_resource)
     instead of moto's scan of every tag of every resource: the same entries, for every kind of
