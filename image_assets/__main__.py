@@ -50,6 +50,9 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def cmd_lineage(args, catalog) -> int:
+    if not args.image_id.strip():
+        raise UsageError("lineage: IMAGE_ID is empty: give the id of an image the project built, "
+                         "e.g. python -m image_assets lineage ami-0123456789abcdef0")
     chain = lineagemod.lineage(_store(catalog), args.image_id)
     if chain[0].state == "missing":
         raise StoreError(f"image {args.image_id} does not exist in {_store(catalog).where}")
@@ -82,21 +85,21 @@ def cmd_outdated(args, catalog) -> int:
         record = store.get(image_id) if image_id and not catalog.images[name].vendor else None
         if record and record.revoked:
             revoked.append({"name": name, "image_id": image_id, "revoked": record.revoked})
-    rows = channels.listing(catalog, current)
+    channel_rows = channels.listing(catalog, current)
     if args.json:
         behind = [{"name": r.image, "image_id": r.image_id, "status": "channel behind", "channel": r.channel,
                    "region": r.region, "lags": r.lags, "cause": line}
-                  for r in rows for line in channels.lagging([r])]
+                  for r in channel_rows for line in channels.lagging([r])]
         print(json.dumps([f.as_dict() for f in stale] + [{"name": r["name"], "image_id": r["image_id"], "status": "revoked",
                                                            "cause": r["revoked"]} for r in revoked] + behind, indent=2))
         return 0
     if stale:
-        rows = [["IMAGE", "IMAGE ID", "PARENT", "BUILT ON", "EXPECTED PARENT", "STATUS", "WHY"]]
-        rows += [[f.name, f.image_id, f.parent, f.built_on, f.expected_parent or "-", f.status, f.cause] for f in stale]
-        print(_table(rows))
+        table = [["IMAGE", "IMAGE ID", "PARENT", "BUILT ON", "EXPECTED PARENT", "STATUS", "WHY"]]
+        table += [[f.name, f.image_id, f.parent, f.built_on, f.expected_parent or "-", f.status, f.cause] for f in stale]
+        print(_table(table))
     else:
         print("no outdated images: every built image sits on the current image of its parent asset")
-    lagging = channels.lagging(rows)
+    lagging = channels.lagging(channel_rows)
     if lagging:  # a channel behind latest is a release decision, not a fault: shown, exit 0
         print(f"\n{len(lagging)} channel(s) not on the current image:")
         print("\n".join(lagging))

@@ -1,0 +1,56 @@
+"""`python -m image_assets` as the README writes it, run as a subprocess: the table forms, bad
+arguments, and the sandbox's answers (a real Dagster instance, real packer builds in the sandbox)."""
+
+import os
+import subprocess
+import sys
+
+from conftest import PROJECT, latest, write_demo_catalog
+from test_lifecycle import run
+from image_assets.catalog import load_catalog
+
+LINUX_TREE = ["global-linux", "python310", "service-urllib3", "service-sshd-banner"]
+
+
+def env_for(catalog_path, instance) -> dict:
+    return {**os.environ, "IMAGE_ASSETS_CATALOG": str(catalog_path), "DAGSTER_HOME": instance.root_directory}
+
+
+def shell(command: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *command], capture_output=True, text=True, env=env, cwd=PROJECT,
+                          timeout=300)
+
+
+def test_lineage_of_an_empty_image_id_is_a_usage_error(demo_catalog, instance):
+    done = shell(["-m", "image_assets", "lineage", ""], env_for(demo_catalog.path, instance))
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: lineage: IMAGE_ID is empty"), done.stderr
+
+
+def test_outdated_table_after_a_vendor_release(tmp_path, work_dir, instance):
+    """The README's vendor release, then `python -m image_assets outdated`: the Linux tree is on the
+    old vendor image, and the table lists every image of it."""
+    def own_region(doc):
+        # A vendor release in a region of its own: other tests of the session find the same al2023.
+        doc["defaults"]["region"] = "ap-southeast-2"
+    catalog = load_catalog(write_demo_catalog(tmp_path / "project", own_region))
+    env = env_for(catalog.path, instance)
+    run(catalog, instance, "al2023*")
+    old_root = latest(instance, "al2023")["image_id"]
+
+    published = shell(["-m", "image_assets.sandbox", "publish-vendor", "al2023"], env)
+    assert published.returncode == 0, published.stderr
+    run(catalog, instance, "al2023")
+    new_root = latest(instance, "al2023")["image_id"]
+    assert new_root != old_root and new_root in published.stdout
+
+    done = shell(["-m", "image_assets", "outdated"], env)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()[1:] if line.strip()}
+    assert done.stdout.splitlines()[0].split()[:2] == ["IMAGE", "IMAGE"]
+    for name in LINUX_TREE:
+        assert name in rows and latest(instance, name)["image_id"] in rows[name], done.stdout
+    assert new_root in rows["global-linux"] and old_root in rows["global-linux"]
+    assert "global-windows" not in rows and "service-iis" not in rows
