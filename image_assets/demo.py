@@ -6,10 +6,12 @@ a bare repository under .demo/git with an initial v1.0.0 tag, as an image repo's
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -131,6 +133,71 @@ def scores() -> None:
         print("OpenSCAP reports (HTML):\n  " + "\n  ".join(reports))
 
 
+# A Dagster event line of `dagster asset materialize`'s output. Searched anywhere in a line: a
+# step's packer output can end without a newline just before it.
+EVENT_LINE = re.compile(
+    r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} - dagster - [A-Z]+ - \S+ - (?P<run>[0-9a-f-]{36}) - "
+    r"(?P<pid>\d+) - (?:(?P<step>\w+) - )?"
+    r"(?P<event>RUN_START|STEP_SUCCESS|STEP_FAILURE|ASSET_CHECK_EVALUATION) - (?P<message>.*)")
+REPORTED = ("STEP_SUCCESS", "STEP_FAILURE", "ASSET_CHECK_EVALUATION")
+
+
+def progress_line(event: str, image: str, message: str) -> str | None:
+    """The terminal line of one event: a finished or failed image step, a failed check; else None."""
+    if event == "STEP_SUCCESS":
+        return f"  {image:22} done in {message.rsplit(' in ', 1)[-1].rstrip('.')}"
+    if event == "STEP_FAILURE":
+        return f"  {image:22} FAILED (see the log)"
+    if event == "ASSET_CHECK_EVALUATION" and " did not pass" in message:
+        return "    check " + message.removeprefix("Asset check ").replace(". Description: ", ": ", 1)
+    return None
+
+
+def _logged_events(run_id: str) -> list[tuple[str, str, str]]:
+    """(event, step key, message) of the run's reported events, from DAGSTER_HOME's event log."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        entries = instance.all_logs(run_id, of_type={dg.DagsterEventType[e] for e in REPORTED})
+    return [(e.dagster_event.event_type_value, e.step_key or "", e.dagster_event.message or "") for e in entries]
+
+
+def progress(lines: Iterable[str], out=sys.stdout, logged=_logged_events) -> None:
+    """One line per finished or failed image step and per failed check, image names as the
+    catalog spells them, from `dagster asset materialize` output on `lines` (bin/demo).
+
+    A step's own log lines reach that output only through the `tail -F` Dagster runs on the step's
+    captured log file, and Dagster stops that tail as soon as the step ends: under load a step's
+    last lines (its STEP_SUCCESS among them) never reach the terminal, though the event log has
+    them. So at the end, whatever the output missed is taken from the run's event log."""
+    from image_assets.catalog import CatalogError, load_catalog
+
+    try:
+        images = {name.replace("-", "_"): name for name in load_catalog().images}  # step key -> image
+    except CatalogError:
+        images = {}
+    seen: set[tuple[str, str, str]] = set()
+    run_id = ""
+
+    def report(event: str, step: str, message: str) -> None:
+        line = progress_line(event, images.get(step, step), message)
+        if line and (event, step, message) not in seen:
+            seen.add((event, step, message))
+            print(line, file=out, flush=True)
+
+    for raw in lines:
+        match = EVENT_LINE.search(raw.rstrip("\n"))
+        if not match:
+            continue
+        if match["event"] == "RUN_START":
+            run_id = match["run"]
+        else:
+            report(match["event"], match["step"] or "", match["message"])
+    if run_id:
+        for event in logged(run_id):
+            report(*event)
+
+
 if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else "repos"
     if command == "repos":
@@ -140,6 +207,8 @@ if __name__ == "__main__":
         summary()
     elif command == "scores":
         scores()
+    elif command == "progress":
+        progress(sys.stdin)
     elif command == "cursor":
         # What git_tag_sensor records as its baseline right now, for `dagster sensor preview --cursor`.
         import logging
@@ -149,4 +218,4 @@ if __name__ == "__main__":
 
         print(evaluate_git_tags(load_catalog(), None, logging.getLogger("image_assets.demo")).cursor)
     else:
-        sys.exit("usage: python -m image_assets.demo repos [--force] | summary | scores | cursor")
+        sys.exit("usage: python -m image_assets.demo repos [--force] | summary | scores | cursor | progress")

@@ -1,7 +1,8 @@
 """The sandbox's moto server: `python -m image_assets.sandbox_server --port N`.
 
 Started detached by `image_assets.sandbox.start()`; serves until SIGTERM. Besides moto's EC2 API
-it answers POST /image-assets/publish-vendor-image (see publish_vendor_image).
+it answers POST /image-assets/publish-vendor-image (see publish_vendor_image), and
+EnableImageDeprecation / DisableImageDeprecation, which moto lacks.
 """
 
 import argparse
@@ -9,9 +10,11 @@ import datetime
 import json
 
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.responses import ActionResult
 from moto.ec2.models import ec2_backends
 from moto.ec2.models.amis import Ami, AmiBackend
 from moto.ec2.models.core import TaggedEC2Resource
+from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix, random_ami_id
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
@@ -48,9 +51,37 @@ def _tags_of_resource(self) -> list[dict[str, str]]:
             for key, value in self.ec2_backend.tags.get(self.id, {}).items()]
 
 
+def _aws_time(value) -> str:
+    """EC2's DeprecationTime form: 2026-12-06T19:42:00.000Z (boto3 sends DeprecateAt as ISO 8601)."""
+    if not isinstance(value, datetime.datetime):
+        value = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if value.tzinfo is not None:
+        value = value.astimezone(datetime.timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _enable_image_deprecation(self) -> ActionResult:
+    # moto 5.2.6 has no EnableImageDeprecation (HTTP 500): revocation on the sandbox sets the
+    # deprecation time as on AWS. DescribeImages returns an Ami's `deprecation_time` as DeprecationTime.
+    image_id, when = self._get_param("ImageId"), self._get_param("DeprecateAt")
+    self.error_on_dryrun()
+    ami = self.ec2_backend.describe_images(ami_ids=[image_id])[0]  # InvalidAMIID.NotFound as on AWS
+    ami.deprecation_time = _aws_time(when)
+    return ActionResult({"Return": True})
+
+
+def _disable_image_deprecation(self) -> ActionResult:
+    image_id = self._get_param("ImageId")
+    self.error_on_dryrun()
+    self.ec2_backend.describe_images(ami_ids=[image_id])[0].deprecation_time = None
+    return ActionResult({"Return": True})
+
+
 def patch_moto() -> None:
     AmiBackend.create_image = _create_image_ebs
     TaggedEC2Resource.get_tags = _tags_of_resource
+    AmisResponse.enable_image_deprecation = _enable_image_deprecation
+    AmisResponse.disable_image_deprecation = _disable_image_deprecation
 
 
 PUBLISH_PATH = "/image-assets/publish-vendor-image"

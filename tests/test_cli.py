@@ -8,6 +8,7 @@ import sys
 from conftest import PROJECT, latest, write_demo_catalog
 from test_lifecycle import run
 from image_assets.catalog import load_catalog
+from image_assets.stores import connect
 
 LINUX_TREE = ["global-linux", "python310", "service-urllib3", "service-sshd-banner"]
 
@@ -54,3 +55,19 @@ def test_outdated_table_after_a_vendor_release(tmp_path, work_dir, instance):
         assert name in rows and latest(instance, name)["image_id"] in rows[name], done.stdout
     assert new_root in rows["global-linux"] and old_root in rows["global-linux"]
     assert "global-windows" not in rows and "service-iis" not in rows
+
+
+def test_revoke_sets_the_deprecation_time_on_the_sandbox(tmp_path, work_dir, instance, sandbox_session):
+    def own_region(doc):
+        doc["defaults"]["region"] = "ap-northeast-1"  # revocation moves channels: this test's alone
+    catalog = load_catalog(write_demo_catalog(tmp_path / "project", own_region))
+    run(catalog, instance, "*global-linux")
+    image_id = latest(instance, "global-linux")["image_id"]
+
+    done = shell(["-m", "image_assets", "revoke", image_id, "--reason", "CVE-2026-0002"], env_for(catalog.path, instance))
+    assert done.returncode == 0, done.stderr
+    assert "not set" not in done.stdout and "Error" not in done.stdout, done.stdout
+    line = next(line for line in done.stdout.splitlines() if line.startswith(f"revoked: {image_id}"))
+    when = line.rsplit("; deprecated at ", 1)[1]
+    described = connect("sandbox", "ap-northeast-1").ec2.describe_images(ImageIds=[image_id])["Images"][0]
+    assert described["DeprecationTime"] == when.replace("Z", ".000Z")

@@ -193,8 +193,11 @@ def test_revocation(demo_catalog, instance, cloud):
             assert f"built on revoked {old['global-linux']}" in value
     for image_id in [*new.values(), *windows.values()]:
         assert "Revoked" not in tags[image_id]
-    # moto 5.2.5 has no EnableImageDeprecation: the sandbox says so instead of pretending.
-    assert all(e["deprecation"].startswith("not set: sandbox") for e in entries)
+    # The sandbox serves EnableImageDeprecation (moto has none): each image gets its deprecation time.
+    for e in entries:
+        assert e["deprecation"].startswith("deprecated at "), e
+        deprecated = cloud.ec2.describe_images(ImageIds=[e["image_id"]])["Images"][0]["DeprecationTime"]
+        assert deprecated == e["deprecation"].removeprefix("deprecated at ").replace("Z", ".000Z")
     for name in linux:  # one observation per revoked image, on its asset
         seen = [o for o in observations(instance, name) if o.get("action") == "revoked"]
         assert [o["image_id"] for o in seen] == [old[name]] and seen[0]["reason"] == reason
@@ -227,10 +230,10 @@ def test_revocation(demo_catalog, instance, cloud):
     rebuilt = ids(instance, linux)
     assert not set(rebuilt.values()) & (set(old.values()) | set(new.values()))
 
-    # The table: the store's missing deprecation said once, not on each image's line.
+    # The table: each revoked image's line says when it is deprecated.
     table = cli(demo_catalog, instance, "revoke", rebuilt["python310"], "--reason", "table").stdout
-    assert table.count("does not support") == 1 and table.count("revoked: ami-") == 2, table
-    assert table.splitlines()[-1].startswith("deprecation not set: sandbox")
+    assert table.count("; deprecated at ") == 2 and table.count("revoked: ami-") == 2, table
+    assert "not set" not in table
     # outdated lists the revoked current images (it said "no outdated images" and nothing more).
     listed = cli(demo_catalog, instance, "outdated").stdout
     assert "2 current image(s) revoked" in listed and rebuilt["python310"] in listed and rebuilt["service-urllib3"] in listed
