@@ -24,10 +24,15 @@ from dataclasses import dataclass, field
 
 from image_assets.errors import ImageAssetsError
 from image_assets.packer import hcl_literal
+from image_assets.secret_forms import leaves, scalar_text
 
 ENV_PREFIX = "PKR_VAR_"
 CREDENTIAL_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 SCALAR_TYPES = ("string", "number", "bool")
+# Packer 1.6.6 renders `{{ }}` in plugin fields after HCL has put the variables in, and some fields
+# (environment_vars) twice, so the number of escapes a value needs depends on where it is used:
+# a secret holding `{{` is refused, as the catalog refuses it in `variables`.
+GO_TEMPLATE = "{{"
 _COLLECTION = re.compile(r"^(map|list|set|object|tuple)\((.*)\)$")
 
 
@@ -57,7 +62,12 @@ def for_image(name: str, image, declared: Mapping, environ: Mapping[str, str] = 
             raise SecretError(f"{where} is not set")
         hcl_type = _type(declared, var)
         value = raw if _is_scalar(hcl_type) else _from_json(raw, hcl_type, where)
-        out.env[ENV_PREFIX + var] = _packer_text(value, hcl_type, where)
+        text = _packer_text(value, hcl_type, where)
+        if GO_TEMPLATE in text:
+            raise SecretError(f"{where} holds '{{{{': packer would evaluate it as a Go template and the build "
+                              "would get, and print, another value (as for `variables`, no escape of it "
+                              "reaches every field unchanged); change the secret")
+        out.env[ENV_PREFIX + var] = text
         out.values += [raw, *leaves(value)]
     return out
 
@@ -79,15 +89,6 @@ def credential_values(environ: Mapping[str, str] = os.environ) -> list[str]:
     return [environ[k] for k in CREDENTIAL_ENV if environ.get(k)]
 
 
-def leaves(value) -> list[str]:
-    """The scalar values inside a value: a sensitive map or list is printed item by item."""
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in leaves(v)]
-    if isinstance(value, (list, tuple)):
-        return [s for v in value for s in leaves(v)]
-    return [] if value is None else [_scalar_text(value)]
-
-
 def _type(declared: Mapping, var: str) -> str:
     return declared[var].type if var in declared else "any"
 
@@ -96,19 +97,13 @@ def _is_scalar(hcl_type: str) -> bool:
     return hcl_type in SCALAR_TYPES or hcl_type == "any"  # 1.6.6 has no `any`: "any" means untyped
 
 
-def _scalar_text(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 def _packer_text(value, hcl_type: str, where: str) -> str:
     if _is_scalar(hcl_type):
         if isinstance(value, (dict, list, tuple)) or value is None:
             # An untyped variable would take the text as a string: the template must say the type.
             raise SecretError(f"{where}: a {_kind(value)} for a variable declared {hcl_type}; declare its type "
                               "(map(...), list(...) or object({...})) in the template")
-        return _scalar_text(value)
+        return scalar_text(value)
     return hcl_literal(value)
 
 

@@ -2,13 +2,19 @@
 
 import json
 import os
+import re
+import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from image_assets import secret_forms
 from image_assets import secrets as secretsmod
 from image_assets.catalog import Image
-from image_assets.packer import REDACTED, PackerCli, Redactor
+from image_assets.packer import REDACTED, PackerCli, PackerRun, Redactor
 from image_assets.templates import declared_variables
 
 TRICKY = [
@@ -192,3 +198,171 @@ def test_a_hung_packer_call_is_stopped_by_its_timeout(tmp_path):
                           redact=Redactor(), echo=lambda _: None, timeout=3)
     assert _time.monotonic() - started < 60
     assert out.returncode != 0 and any("did not finish within 3s" in e for e in out.errors)
+
+
+# --- What a shell prints: dash's echo and printf '%b' interpret backslashes (/bin/sh is dash here).
+
+REWRITABLE = re.compile(r'[,"\\%\r\n]')  # what packer, JSON or a shell may rewrite
+
+
+def long_runs(text: str) -> set[str]:
+    """The runs of 8 or more characters between rewritable characters."""
+    return {run.strip() for run in REWRITABLE.split(text) if len(run.strip()) >= 8}
+
+
+def dash(command: str, value: str) -> str:
+    """What dash prints for `command` with the value in "$1", decoded as the packer runner decodes."""
+    out = subprocess.run(["dash", "-c", command, "sh", value], capture_output=True, check=True).stdout
+    return out.decode("utf-8", errors="replace")
+
+
+def shell_needles(value: str) -> dict[str, str]:
+    """The value's independent forms, what dash's echo and printf '%b' print for it (and their
+    lines), and every long run of the value and of what dash prints: none may survive masking."""
+    printed = {"raw": value, "echo": dash('echo "$1"', value).removesuffix("\n"),
+               "printf %b": dash("printf '%b' \"$1\"", value)}
+    found = {**independent_forms(value), **printed}
+    for name, text in printed.items():
+        found.update({f"{name} line {i}": line for i, line in enumerate(text.splitlines()) if len(line.strip()) >= 3})
+        found.update({f"{name} run {run!r}": run for run in long_runs(text)})
+    return found
+
+
+def shell_secret(kind: str) -> str:
+    """Backslash escapes dash interprets (`\\t`, `\\\\`, `\\n`, octal, `\\c`), `%`, commas, quotes,
+    newlines, non-ASCII; a unique mark in every run."""
+    mark = uuid.uuid4().hex[:10]
+    return {
+        "escapes": f"esc-{mark}-tab\\there-{mark}\\\\back-{mark}\\nnewline-{mark},comma-{mark}%pct-{mark}\"q-{mark}",
+        "octal": f"oct-{mark}\\0101\\141\\12twelve-{mark}\\377byte-{mark}\\cnever-echoed-{mark}",
+        "controls": f"ctl-{mark}\\a\\b\\f\\v\\rafter-cr-{mark}\\q-unknown-{mark}\\",
+        "lines": f"multi-{mark}\nline2 with\\ttab-{mark}\r\nline3,{mark}%20xyz-{mark}",
+        "unicode": f"ünï-{mark}\\tcödé\\\\{mark}\\0303\\0251-é-{mark}",
+    }[kind]
+
+
+SHELL_KINDS = ["escapes", "octal", "controls", "lines", "unicode"]
+
+
+@pytest.mark.parametrize("kind", SHELL_KINDS)
+def test_the_masker_reads_backslashes_as_dash_does(kind):
+    value = shell_secret(kind)
+    assert secret_forms.shell_printed(value) == dash('echo "$1"', value).removesuffix("\n")
+    assert secret_forms.shell_printed(value) == dash("printf '%b' \"$1\"", value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(alphabet="\\\\\\0123478abcfnqrtvx,%\"é\n ", max_size=24))
+def test_the_masker_reads_any_backslashes_as_dash_does(value):
+    want = dash("printf '%b' \"$1\"", value)
+    assert secret_forms.shell_printed(value) == want, (value, want)
+
+
+@pytest.mark.parametrize("kind", SHELL_KINDS)
+def test_redactor_masks_what_dash_prints_and_every_long_run(kind):
+    value = shell_secret(kind)
+    redact = Redactor([value])
+    for name, form in shell_needles(value).items():
+        masked = redact(f"before {form} after")
+        assert masked == f"before {REDACTED} after", (name, masked)
+
+
+def test_a_secret_split_at_rewritable_characters_is_masked_by_its_runs():
+    value = 'alpha-0123456789,bravo-abcdefghij%charlie-xyz\\zyxwvutsr"delta-9876543210\necho-ABCDEFGHIJ'
+    pieces = REWRITABLE.split(value)
+    masked = Redactor([value])("|".join(pieces))
+    assert masked == "|".join([REDACTED] * len(pieces)), masked
+    # A run under 8 characters is not masked on its own: it would mask ordinary words.
+    assert Redactor(["short,abcdefg,x-other"])("abcdefg") == "abcdefg"
+
+
+def test_a_map_secret_masks_its_values_runs_not_its_keys():
+    token = "ci:TOKEN-0123456789@pypi.example/simple"
+    raw = json.dumps({"PIP_INDEX_URL": token, "PIP_TRUSTED_HOST": "pypi.example,mirror.example"})
+    masked = Redactor([raw])(f"PIP_INDEX_URL={token} PIP_TRUSTED_HOST=mirror.example")
+    assert masked == f"PIP_INDEX_URL={REDACTED} PIP_TRUSTED_HOST={REDACTED}", masked
+
+
+SHELL_TEMPLATE = r'''
+variable "token" {
+  type      = string
+  sensitive = true
+}
+variable "fail" {
+  type    = number
+  default = 0
+}
+source "null" "x" {
+  communicator = "none"
+}
+build {
+  sources = ["source.null.x"]
+  provisioner "shell-local" {
+    environment_vars = ["TOKEN=${var.token}", "FAIL=${var.fail}"]
+    inline = [
+      "echo \"token=$TOKEN\"",
+      "echo",
+      "printf 'b=%b\\n' \"$TOKEN\"",
+      "printf '%s\\n' \"$TOKEN\" | tr ',%\"\\\\' '\\n\\n\\n\\n'",
+      "echo printed-all",
+      "if [ \"$FAIL\" != 0 ]; then echo \"failed to log in with $TOKEN\" >&2; exit 3; fi",
+    ]
+  }
+}
+'''
+
+
+def test_sh_is_dash_here():
+    # The provisioner tests below mean dash's echo: shell-local runs its inline script with /bin/sh.
+    assert Path(os.path.realpath("/bin/sh")).name == "dash"
+
+
+@pytest.mark.parametrize("fail", [0, 1])
+@pytest.mark.parametrize("kind", SHELL_KINDS)
+def test_a_secret_sh_echoes_is_masked_in_packer_output_and_errors(tmp_path, kind, fail):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "t.pkr.hcl").write_text(SHELL_TEMPLATE)
+    value = shell_secret(kind)
+    run = PackerRun(PackerCli(), ["build", str(tmp_path / "t")], cwd=tmp_path,
+                    env={**os.environ, "CHECKPOINT_DISABLE": "1", "PKR_VAR_token": value, "PKR_VAR_fail": str(fail)},
+                    redact=Redactor([value]), echo=lambda _: None).start()
+    out = run.wait()
+    failure = run.error("packer build")
+    assert (out.returncode != 0) == bool(fail), out.errors
+    text = "\n".join(out.lines + out.errors + [str(failure)])
+    assert "printed-all" in text and REDACTED in text, text  # the provisioner ran and printed the value
+    if fail:
+        assert REDACTED in str(failure) and "exit status: 3" in str(failure), failure
+    assert [name for name, needle in shell_needles(value).items() if needle in text] == [], text
+
+
+@pytest.mark.parametrize("var, env, raw", [
+    ("token", "TOKEN", "br{{timestamp}}SEKRETg"),
+    # JSON's escapes are undone before packer sees the value: `\u007b\u007b` is `{{` there.
+    ("env", "ENV_JSON", '{"K": "x\\u007b\\u007b .Vars }}SEKRETg"}'),
+])
+def test_a_secret_holding_go_template_braces_is_refused_naming_no_value(template, var, env, raw):
+    with pytest.raises(secretsmod.SecretError) as err:
+        secretsmod.for_image("img", _image(secrets={var: env}), declared_variables(template), {env: raw})
+    message = str(err.value)
+    assert f"image 'img', field 'secrets.{var}': environment variable {env} holds '{{{{'" in message, message
+    assert "SEKRET" not in message and "timestamp" not in message and "Vars" not in message
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet="abc(|)?*\\.", min_size=1, max_size=6), max_size=12),
+       st.text(alphabet="abc(|)?*\\. ", max_size=40))
+def test_the_prefix_tree_masks_as_a_longest_first_alternation_does(forms, text):
+    flat = re.compile("|".join(map(re.escape, sorted(set(forms), key=lambda f: (-len(f), f))))) if forms else None
+    tree = re.compile(secret_forms.alternation(forms)) if forms else None
+    assert (tree.sub("#", text) if tree else text) == (flat.sub("#", text) if flat else text)
+
+
+def test_a_long_multi_line_secret_is_masked_whole_and_by_lines():
+    key = "\n".join(["-----BEGIN PRIVATE KEY-----",
+                     *(uuid.uuid4().hex * 2 for _ in range(80)), "-----END PRIVATE KEY-----"])
+    redact = Redactor([key])
+    assert redact(f"key: {key}.") == f"key: {REDACTED}."
+    lines = key.splitlines()
+    assert redact(f"line: {lines[40]}") == f"line: {REDACTED}"
+    assert redact(json.dumps(key)) == f'"{REDACTED}"'
