@@ -155,6 +155,8 @@ def _release(context: dg.AssetExecutionContext, catalog: Catalog, name: str, bui
     if failed:
         context.log.warning(f"{name}: {built.image_id} not published to {channels.LATEST!r}: blocking checks "
                             f"{', '.join(failed)} did not pass (or did not run)")
+        ran_and_failed = sorted({r.check_name for r in results if not r.passed} & set(failed))
+        buildmod.remove_rejected(catalog, built, ran_and_failed, lambda text: context.log.warning(f"{name}: {text}"))
         return {}, {}, []
     published, moves = {}, []
     try:

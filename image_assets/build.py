@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ SOURCES = {"sandbox": "amazon-ebs.sandbox", "aws": "amazon-ebs.aws", "local": "d
 WORK_ROOT_ENV = "IMAGE_ASSETS_WORK_DIR"
 TAG_VALUE_MAX = 256  # EC2's limit on a tag value
 RUN_MARK = "IMAGE_ASSETS_BUILD"  # env marker on packer: "<image>/<run id>", to find a dead run's packer
+PACKER_TEMP_LINK = "packer-tmp"  # in a build's work dir: a link to packer's temp dir, found by the next build
 
 
 class BuildError(RuntimeError):
@@ -258,14 +260,32 @@ def remove_dead_builds(store: stores.Store, name: str, run_id: str, died: dict,
     return removed
 
 
+def _packer_temp_dir(work: Path) -> Path:
+    """A temp dir for this build's packer, linked from the work dir so that removing the work dir
+    (here, or by the next build when this one dies) removes whatever packer left in it. Not in
+    the work dir itself: packer's plugin sockets need a short path (see packer.PackerRun.start)."""
+    temp = Path(tempfile.mkdtemp(prefix="packer-"))
+    (work / PACKER_TEMP_LINK).symlink_to(temp)
+    return temp
+
+
+def _remove_work_dir(work: Path) -> None:
+    link = work / PACKER_TEMP_LINK
+    if link.is_symlink():
+        target = Path(os.readlink(link))
+        if target.name.startswith("packer-"):  # only what _packer_temp_dir made
+            shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def _remove_stale_work_dirs(catalog: Catalog, name: str) -> None:
     # Under the image lock no other local build of this image runs; a dead one may have left a
-    # var-file holding secrets.
+    # var-file holding secrets, and packer's temp dir.
     pattern = re.compile(re.escape(name) + r"-[0-9a-f]{8}-[0-9a-f]{8}")
     root = work_root(catalog)
     for entry in root.iterdir() if root.is_dir() else []:
         if entry.is_dir() and pattern.fullmatch(entry.name):
-            shutil.rmtree(entry, ignore_errors=True)
+            _remove_work_dir(entry)
 
 
 def build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: packer.PackerCli,
@@ -288,10 +308,33 @@ def build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: p
                            cli.cleanup_timeout_seconds, log)
         _remove_stale_work_dirs(catalog, name)
         lock.record(run_id)
+        work = work_root(catalog) / f"{name}-{run_id[:8]}-{uuid.uuid4().hex[:8]}"
         try:
-            return _build_image(catalog, name, parent, run_id, cli, pinned_refs, log, lock, recorded_refs)
+            return _build_image(catalog, name, parent, run_id, cli, pinned_refs, log, lock, recorded_refs, work)
         finally:
+            # Nothing in it is kept, whatever happened: packer's output is in the compute logs,
+            # and a checkout is its tag@commit again.
+            _remove_work_dir(work)
             lock.record("")  # not reached on SIGKILL: the next holder then knows this run died
+
+
+def remove_rejected(catalog: Catalog, built: Built, failed_checks: list[str], log=print) -> bool:
+    """Delete the image this step just built when blocking checks ran on it and failed: it is never
+    published or built on, and a kept one would be reused by its fingerprint. What explains the
+    failure stays: each check's output and report in its metadata, packer's log in the compute
+    logs. A reused image is left alone (it was accepted before; its checks report it)."""
+    if built.reused or not failed_checks:
+        return False
+    why = f"blocking checks {', '.join(failed_checks)} failed on it"
+    try:
+        store = stores.connect(catalog.target, catalog.defaults.region)
+        image = store.get(built.image_id)
+        snapshots = store.deregister(image) if image is not None else []
+    except StoreError as exc:
+        log(f"could not remove {built.image_id} ({why}): {exc}")
+        return False
+    log(f"removed {built.image_id}{' and snapshots ' + ' '.join(snapshots) if snapshots else ''}: {why}")
+    return True
 
 
 def resolve(catalog: Catalog, name: str, parent: Parent, work: Path,
@@ -374,7 +417,7 @@ def _verify(store: stores.Store, name: str, image_id: str, tags: dict[str, str],
 
 
 def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: packer.PackerCli,
-                 pinned_refs: dict[str, str] | None, log, lock: _ImageLock, recorded_refs) -> Built:
+                 pinned_refs: dict[str, str] | None, log, lock: _ImageLock, recorded_refs, work: Path) -> Built:
     image = catalog.images[name]
     target, region = catalog.target, catalog.defaults.region
     store = stores.connect(target, region)  # reachability was checked by build_image
@@ -387,7 +430,6 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
             f"rebuild the parent first: dagster asset materialize -m definitions --select '{image.parent}*'"
         )
 
-    work = work_root(catalog) / f"{name}-{run_id[:8]}-{uuid.uuid4().hex[:8]}"
     resolved = resolve(catalog, name, parent, work, pinned_refs)
     template_dir = resolved.template_dir
     fp = resolved.fingerprint()
@@ -395,7 +437,6 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
     # retry whose inputs changed builds anew.
     existing = store.find_reusable(ImageName=name, Fingerprint=fp, Deployment=catalog.deployment)
     if existing:
-        shutil.rmtree(work, ignore_errors=True)
         return _reused(catalog, resolved, existing, store, cli, recorded_refs, log, parent_image)
 
     version = datetime.now(timezone.utc).strftime("%Y%m%d.%H%M%S") + "." + run_id[:8]
@@ -423,13 +464,11 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
     started = time.monotonic()
     try:
         artifact, _ = packer.build(cli, template_dir, SOURCES[target], var_file, env, redact,
-                                   on_start=lock.record_packer)
+                                   on_start=lock.record_packer, temp_dir=_packer_temp_dir(work))
     finally:
         var_file.unlink(missing_ok=True)
     # amazon-ebs: "<region>:<ami id>"; docker: the image id itself ("sha256:<hex>")
     image_id = artifact if stores.kind_of(target) == "docker" else artifact.rpartition(":")[2]
     built = _verify(store, name, image_id, tags, log)
-    shutil.rmtree(work, ignore_errors=True)
     return Built(image_id, region, parent.image_id, parent.root_image_id, fp, False, resolved.git_refs,
                  cli.version(), time.monotonic() - started, version, tags, *_lineage(store, built, parent, parent_image))
-

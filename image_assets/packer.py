@@ -5,6 +5,7 @@ Packer's human output goes to stdout (Dagster's compute logs capture it); only r
 events. Packer runs in its own session so an interruption reaches the wrapper and the plugin
 child alike (SIGINT to the wrapper alone is ignored, to the child alone orphans shell-local).
 Masking runs on each raw line and again on the text after packer's escapes are undone.
+Each packer process gets a temp dir of its own (see `PackerRun.start`), removed when it ends.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from image_assets import secret_forms
 from image_assets.errors import TRANSIENT_AWS_CODES, ImageAssetsError
 
 REDACTED = "<redacted>"
@@ -89,11 +92,10 @@ def encodings(secret: str) -> set[str]:
     """Every form in which a value can reach text we print or record: as is, JSON-escaped (both
     ASCII and not), Python repr / backslash-escaped, HCL-quoted, each of those as packer's
     machine-readable escaping prints it and as our unescaping of that reads it back (a literal
-    `\\r` in a secret comes back a carriage return), and the same for each line of a
-    multi-line value (packer prints provisioner output line by line)."""
-    lines = [line for line in secret.splitlines() if len(line.strip()) >= MIN_SECRET]
-    found = set()
-    for part in {secret, *lines}:
+    `\\r` in a secret comes back a carriage return), and the same for each text the secret can be
+    printed as (its lines, what dash's echo prints); and its long runs (see image_assets.secret_forms)."""
+    found = secret_forms.runs(secret)
+    for part in secret_forms.printed(secret):
         for form in {part, json.dumps(part)[1:-1], json.dumps(part, ensure_ascii=False)[1:-1], repr(part)[1:-1],
                      part.encode("unicode_escape").decode("ascii"), hcl_literal(part)[1:-1]}:
             found |= {form, escape(form), unescape(escape(form))}
@@ -109,10 +111,10 @@ class Redactor:
         for secret in secrets:
             if secret is not None and len(str(secret).strip()) >= MIN_SECRET:
                 forms |= encodings(str(secret))
-        # Longest first: at each position the alternation masks the longest form, so a secret
-        # containing another (or one of its own lines) is masked whole.
+        # At each position the longest form is masked, so a secret containing another (or one of
+        # its own lines or runs) is masked whole.
         self.forms = sorted(forms, key=lambda f: (-len(f), f))
-        self._pattern = re.compile("|".join(map(re.escape, self.forms))) if self.forms else None
+        self._pattern = re.compile(secret_forms.alternation(self.forms)) if self.forms else None
 
     def __call__(self, text: str) -> str:
         return self._pattern.sub(REDACTED, text) if self._pattern else text
@@ -188,8 +190,9 @@ class PackerRun:
     then the human text after unescaping (the raw forms), then the collected errors."""
 
     def __init__(self, cli: PackerCli, args: list[str], cwd: Path, env: dict[str, str], redact: Redactor,
-                 echo=None, on_start=None, timeout: float | None = None):
+                 echo=None, on_start=None, timeout: float | None = None, temp_dir: Path | None = None):
         self.cli, self.args, self.cwd, self.env, self.redact = cli, args, cwd, env, redact
+        self.temp_dir = temp_dir
         self.timeout, self.timed_out = timeout, False
         self.echo = echo or (lambda text: print(text, flush=True))
         self.on_start = on_start
@@ -198,10 +201,19 @@ class PackerRun:
 
     def start(self) -> PackerRun:
         binary = resolve_binary(self.cli.binary)
+        # Packer 1.6.6 puts its log, plugin sockets and shell scripts in TMPDIR and the docker
+        # builder's upload dir in PACKER_TMP_DIR (else ~/.packer.d/tmp*); it removes them unless
+        # it is killed. One dir for both, per process, removed by `wait`. It must stay short: a
+        # plugin socket's path (TMPDIR/packer-plugin<10 digits>) is limited to 107 bytes.
+        if self.temp_dir is None:
+            self.temp_dir = Path(tempfile.mkdtemp(prefix="packer-"))
+        else:
+            self.temp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        env = {**self.env, "TMPDIR": str(self.temp_dir), "PACKER_TMP_DIR": str(self.temp_dir)}
         self._started = time.monotonic()
         self.proc = subprocess.Popen(
             [binary, self.args[0], "-machine-readable", *self.args[1:]],
-            cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True,
         )
         if self.on_start:
@@ -238,6 +250,8 @@ class PackerRun:
                 timer.cancel()
             self.out.seconds = time.monotonic() - self._started
             self.out.errors = [self.redact(e) for e in self.out.errors]
+            if self.proc.poll() is not None:  # nothing of packer's temp dir is for anyone else
+                shutil.rmtree(self.temp_dir, ignore_errors=True)
         return self.out
 
     def _expire(self) -> None:
@@ -295,10 +309,11 @@ class _shielded:
 
 
 def build(cli: PackerCli, template_dir: Path, only: str, var_file: Path,
-          env: dict[str, str], redact: Redactor, on_start=None) -> tuple[str, BuildOutput]:
-    """One `packer build`; returns the single artifact id or raises PackerError quoting packer."""
+          env: dict[str, str], redact: Redactor, on_start=None, temp_dir: Path | None = None) -> tuple[str, BuildOutput]:
+    """One `packer build`; returns the single artifact id or raises PackerError quoting packer.
+    `temp_dir`: packer's temp dir (see PackerRun.start), one the caller can find again."""
     run = PackerRun(cli, ["build", f"-only={only}", f"-var-file={var_file}", str(template_dir)],
-                    cwd=var_file.parent, env=env, redact=redact, on_start=on_start).start()
+                    cwd=var_file.parent, env=env, redact=redact, on_start=on_start, temp_dir=temp_dir).start()
     out = run.wait()
     failure = run.error(f"packer build of {template_dir}")
     if failure:
