@@ -75,6 +75,31 @@ def create_demo_repos(root: Path = PROJECT, force: bool = False) -> dict[str, Pa
     return out
 
 
+def change(repo: str) -> str:
+    """A commit on the main branch of the catalog's repo `repo`, as a merged pull request makes:
+    one line added to its CHANGES file. Its next tag (bin/tag-release) then has new content, and
+    every image that reads the repo is rebuilt, not reused. Returns the line printed."""
+    from datetime import datetime, timezone
+
+    from image_assets.catalog import load_catalog
+
+    catalog = load_catalog()
+    if repo not in catalog.repos:
+        raise KeyError(f"{catalog.path}: no repo {repo!r} under 'repos' (repos: {', '.join(catalog.repos)})")
+    url = catalog.repos[repo].url
+    note = f"demo change at {datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "work"
+        git("clone", "-q", url, str(work))
+        with (work / "CHANGES").open("a") as handle:
+            handle.write(note + "\n")
+        git("add", "CHANGES", cwd=work)
+        git("commit", "-q", "-m", note, cwd=work)
+        git("push", "-q", "origin", "HEAD:refs/heads/main", cwd=work)
+        commit = git("rev-parse", "--short", "HEAD", cwd=work)
+    return f"{repo}: committed {commit} on main of {url}: CHANGES += {note!r}"
+
+
 def summary() -> None:
     """One line per catalog image: its current image id, parent and inputs (DAGSTER_HOME's instance)."""
     import dagster as dg
@@ -209,6 +234,12 @@ if __name__ == "__main__":
         scores()
     elif command == "progress":
         progress(sys.stdin)
+    elif command == "change" and len(sys.argv) == 3:
+        try:
+            print(change(sys.argv[2]))
+        except KeyError as exc:
+            print(f"error: {exc.args[0]}", file=sys.stderr)
+            sys.exit(2)
     elif command == "cursor":
         # What git_tag_sensor records as its baseline right now, for `dagster sensor preview --cursor`.
         import logging
@@ -218,4 +249,4 @@ if __name__ == "__main__":
 
         print(evaluate_git_tags(load_catalog(), None, logging.getLogger("image_assets.demo")).cursor)
     else:
-        sys.exit("usage: python -m image_assets.demo repos [--force] | summary | scores | cursor | progress")
+        sys.exit("usage: python -m image_assets.demo repos [--force] | summary | scores | cursor | progress | change REPO")

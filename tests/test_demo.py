@@ -1,5 +1,6 @@
-"""bin/demo's terminal lines: a real `dagster asset materialize` of the demo tree on the sandbox,
-piped as bin/demo pipes it, through `python -m image_assets.demo progress`."""
+"""The demo as the README runs it: bin/demo's terminal lines (a real `dagster asset materialize` of
+the demo tree on the sandbox, piped through `python -m image_assets.demo progress` as bin/demo pipes
+it), and the README's tag and channel commands in a copy of the demo project."""
 
 import os
 import re
@@ -7,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import PROJECT, write_demo_catalog
+from conftest import PROJECT, latest, write_demo_catalog
+from test_cli import LINUX_TREE
+from test_lifecycle import run
 from image_assets.catalog import load_catalog
 from image_assets.demo import EVENT_LINE
+from image_assets.stores import connect
 
 BIN = Path(sys.executable).parent
 
@@ -56,3 +60,46 @@ def test_every_built_image_gets_its_line(tmp_path, work_dir):
     parents_only = "".join(line for line in raw.splitlines(keepends=True) if parent in line)
     assert "STEP_SUCCESS" not in parents_only and "RUN_SUCCESS" in parents_only
     assert done_lines(progress(parents_only, env)) == {name: 1 for name in names}
+
+
+def test_readme_tag_demo_rebuilds_and_promotes(tmp_path, work_dir, instance):
+    """README "Git tags and vendor releases" (by hand) and "Releasing images: channels", command for
+    command, in a copy of the demo project: a change and its tag rebuild the Linux tree, then
+    global-linux's build is promoted to stable."""
+    def own_region(doc):
+        doc["defaults"]["region"] = "eu-central-1"  # its own images and channels in the session sandbox
+    project = tmp_path / "project"
+    catalog = load_catalog(write_demo_catalog(project, own_region))
+    run(catalog, instance, "al2023*")  # what bin/demo built
+    before = {name: latest(instance, name)["image_id"] for name in LINUX_TREE}
+    env = {**os.environ, "IMAGE_ASSETS_CATALOG": str(catalog.path), "DAGSTER_HOME": instance.root_directory,
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(PROJECT)}
+
+    def sh(command: str) -> str:
+        done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, cwd=project,
+                              timeout=600)
+        assert done.returncode == 0, f"{command}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
+        return done.stdout + done.stderr
+
+    cursor = sh("python -m image_assets.demo cursor").strip()
+    changed = sh("python -m image_assets.demo change ansible-roles")
+    assert changed.startswith("ansible-roles: committed ") and "CHANGES += 'demo change at " in changed
+    tag, commit = sh(f"{PROJECT}/bin/tag-release .demo/git/ansible-roles.git").split()
+    assert tag == "v1.0.1" and changed.split()[2] == commit[:len(changed.split()[2])]
+    preview = sh(f"dagster sensor preview -m definitions git_tag_sensor --cursor '{cursor}'")
+    assert ("git_tag_sensor: ansible-roles@v1.0.1 -> rebuild global-linux, python310, service-sshd-banner, "
+            "service-urllib3") in preview and "run requests for 1 run" in preview
+    built = sh("dagster asset materialize -m definitions --select 'global-linux*' 2>&1 "
+               "| python -m image_assets.demo progress")
+    assert done_lines(built.splitlines()) == {name: 1 for name in LINUX_TREE}
+    summary = {line.split()[0]: line.split() for line in sh("python -m image_assets.demo summary").splitlines()[1:]}
+    for name in LINUX_TREE:  # rebuilt, not reused
+        meta = latest(instance, name)
+        assert meta["reused"] is False and meta["image_id"] != before[name], name
+        assert summary[name][2] == meta["image_id"] and summary[name][4] == "False", summary[name]
+    assert "ansible-roles=v1.0.1" in summary["global-linux"]
+
+    promoted = sh("python -m image_assets promote global-linux --from latest --to stable")
+    new_global = latest(instance, "global-linux")["image_id"]
+    assert f"global-linux stable (eu-central-1): promoted (unset) -> {new_global}" in promoted
+    assert connect("sandbox", "eu-central-1").channel_get("global-linux", "stable") == new_global
