@@ -9,6 +9,8 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import shutil
+import string
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,9 +50,67 @@ class Ref:
         return cls(tag, commit)
 
 
+def invalid_tag(name: str) -> str | None:
+    """Why `name` is not used as a tag (None when it is): git's refname rules (check-ref-format),
+    plus a sane length and ASCII only."""
+    if not name.isascii():
+        return "not ASCII"
+    if not 0 < len(name) <= 200:
+        return f"{len(name)} characters long, over 200"
+    if _BAD_REF.search(name):
+        return "not a valid git ref name (git check-ref-format)"
+    return None
+
+
 def valid_tag(name: str) -> bool:
-    """git's refname rules (check-ref-format) for a tag, plus a sane length and ASCII only."""
-    return 0 < len(name) <= 200 and name.isascii() and not _BAD_REF.search(name)
+    return invalid_tag(name) is None
+
+
+def shown_tag(name: str) -> str:
+    """A tag name fit for one log line: escaped to ASCII, long ones cut."""
+    return ascii(name) if len(name) <= 80 else f"{ascii(name[:80])}... ({len(name)} characters)"
+
+
+# Characters a glob's wildcard may stand for in a tag, letters and digits first: they never make a
+# name invalid, so they are the first choice for the example tag below.
+_TAG_CHARS = string.ascii_letters + string.digits + "-._/+!]@#%&=,;"
+
+
+def glob_problem(glob: str) -> str | None:
+    """Why `glob` can match no valid tag (None when some tag fits it). Builds an example tag the
+    glob matches, as fnmatch reads it: a '[' that no ']' closes is a literal '[', which no tag holds."""
+    example, i = [], 0
+    while i < len(glob):
+        if glob[i] in "*?":
+            example.append("x")
+        elif glob[i] == "[":
+            start = i + 2 if glob[i + 1:i + 2] == "!" else i + 1
+            end = glob.find("]", start + 1 if glob[start:start + 1] == "]" else start)
+            if end < 0:
+                return f"'[' at {i + 1} opens a set no ']' closes (fnmatch then reads it as a '[', which no tag holds)"
+            body, members, k = glob[start:end], set(), 0
+            while k < len(body):
+                if body[k + 1:k + 2] == "-" and k + 2 < len(body):
+                    if body[k] > body[k + 2]:
+                        return f"range '{body[k]}-{body[k + 2]}' is empty"
+                    members.update(map(chr, range(ord(body[k]), ord(body[k + 2]) + 1)))
+                    k += 3
+                else:
+                    members.add(body[k])
+                    k += 1
+            fits = [c for c in _TAG_CHARS if (c in members) != (start > i + 1)]
+            if not fits:
+                return f"the set {glob[i:end + 1]!r} holds no character a tag may have"
+            example.append(fits[0])
+            i = end
+        else:
+            example.append(glob[i])
+        i += 1
+    tag = "".join(example)
+    if not valid_tag(tag) or not fnmatch.fnmatchcase(tag, glob):
+        return ("it matches no valid tag name (git refuses names with '..', starting with '.', '/' or '-', or ending "
+                "in '.', '/' or '.lock')")
+    return None
 
 
 def version_key(tag: str):
@@ -79,8 +139,9 @@ def _git(args: list[str], timeout: float, cwd: Path | None = None) -> str:
     return done.stdout
 
 
-def remote_tags(url: str, glob: str, timeout: float = 20) -> dict[str, str]:
-    """tag -> commit for every valid tag matching glob (annotated tags peeled to their commit)."""
+def remote_tags(url: str, glob: str, timeout: float = 20, skipped: dict[str, str] | None = None) -> dict[str, str]:
+    """tag -> commit for every valid tag matching glob (annotated tags peeled to their commit).
+    `skipped` gets tag -> why for each tag that matches the glob but is not used."""
     out = _git(["ls-remote", "--tags", "--", url], timeout)
     tags: dict[str, str] = {}
     peeled: dict[str, str] = {}
@@ -91,10 +152,15 @@ def remote_tags(url: str, glob: str, timeout: float = 20) -> dict[str, str]:
         name = ref.removeprefix("refs/tags/")
         target = peeled if name.endswith("^{}") else tags
         name = name.removesuffix("^{}")
+        if not fnmatch.fnmatchcase(name, glob):
+            continue
         # git advertises refs with broken names (spaces, newlines) under the null id: not a tag.
-        if (valid_tag(name) and fnmatch.fnmatchcase(name, glob) and re.fullmatch(r"[0-9a-f]{40}", sha)
-                and sha != "0" * 40):
+        why = invalid_tag(name) or (None if re.fullmatch(r"[0-9a-f]{40}", sha) and sha != "0" * 40
+                                    else "advertised by git without a commit (a broken ref)")
+        if why is None:
             target[name] = sha
+        elif skipped is not None:
+            skipped[name] = why
     return {name: peeled.get(name, sha) for name, sha in tags.items()}
 
 
@@ -106,7 +172,8 @@ def newest(tags: dict[str, str]) -> Ref | None:
 
 
 def checkout(url: str, ref: Ref, dest: Path, timeout: float = 300) -> Path:
-    """The tree of `ref.tag` at exactly `ref.commit`, in a fresh directory (never a branch head)."""
+    """The tree of `ref.tag` at exactly `ref.commit`, in a fresh directory (never a branch head),
+    without its `.git`: the tree is content that images ship, and nothing reads the history."""
     dest.mkdir(parents=True, exist_ok=False)
     _git(["init", "-q", str(dest)], timeout)
     _git(["fetch", "-q", "--depth", "1", "--no-tags", "--", url, f"refs/tags/{ref.tag}"], timeout, cwd=dest)
@@ -115,4 +182,5 @@ def checkout(url: str, ref: Ref, dest: Path, timeout: float = 300) -> Path:
     if head != ref.commit:
         raise GitError(f"tag {ref.tag} of {redact_url(url)} now points at {head[:12]}, not {ref.commit[:12]} as resolved: "
                        "it moved during the run; the next sensor tick rebuilds from the new commit")
+    shutil.rmtree(dest / ".git")
     return dest
