@@ -63,12 +63,13 @@ WRAPPER = '#!/bin/sh\n[ "$1" = build ] && echo "$IMAGE_ASSETS_BUILD" >> "$BENCH_
 
 def linux_image(layer, parent, check=None, **extra):
     return {"layer": layer, "parent": parent, "template": extra.pop("template", LINUX),
-            "content": {"scripts": str(PROJECT / "packer/scripts/linux"),
-                        "check": check or str(PROJECT / "packer/scripts/content-check.sh")},
+            "content": {"scripts": "packer/scripts/linux", "check": check or "packer/scripts/content-check.sh"},
             "variables": {"scripts": ["sshd-banner.sh"]}, **extra}
 
 
 def write_catalog(path: Path, images: dict, repos: dict | None = None) -> Path:
+    # Content comes from the catalog's own tree: the shipped scripts are copied next to it.
+    shutil.copytree(PROJECT / "packer/scripts", path.parent / "packer/scripts", dirs_exist_ok=True)
     doc = {"defaults": {"target": "sandbox"}, "images": images}
     if repos:
         doc["repos"] = repos

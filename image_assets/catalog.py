@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from image_assets import templates
-from image_assets.gitrepos import redact_url
+from image_assets.gitrepos import glob_problem, redact_url
 
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "images.yaml"
+# Deeper parent chains are refused at load; the lineage walk of image tags stops there too.
+MAX_DEPTH = 10_000
 LAYER_RANK = {"vendor": 0, "global": 1, "product": 2, "service": 3}
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -47,6 +49,12 @@ class Layer(str, Enum):
     service = "service"
 
 
+def _region(name: str) -> str:
+    if not _REGION.match(name):
+        raise ValueError(f"{name!r} is not an AWS region name (like eu-central-1)")
+    return name
+
+
 def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text.strip())
     if not match:
@@ -60,10 +68,11 @@ class _Model(BaseModel):
 
 class Defaults(_Model):
     target: Literal["sandbox", "aws", "local"] = "sandbox"
-    region: str = "us-east-1"
-    git_sensor_interval_seconds: int = Field(30, ge=5)
-    vendor_sensor_interval_seconds: int = Field(300, ge=5)
-    git_timeout_seconds: float = Field(20, gt=0)
+    region: Annotated[str, AfterValidator(_region)] = "us-east-1"
+    # Finite and bounded: a sensor that never ticks, or a git call that never times out, is a mistake.
+    git_sensor_interval_seconds: int = Field(30, ge=5, le=86400)
+    vendor_sensor_interval_seconds: int = Field(300, ge=5, le=86400)
+    git_timeout_seconds: float = Field(20, gt=0, le=300)
     # Images carry a Deployment tag; retention and reuse act on this deployment's images only, so
     # two Dagster instances sharing one account never touch each other's images.
     deployment: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")
@@ -83,8 +92,10 @@ class Repo(_Model):
     @field_validator("tags")
     @classmethod
     def _glob(cls, glob: str) -> str:
-        if not _GLOB.match(glob) or glob.count("[") != glob.count("]") or glob.startswith("-"):
-            raise ValueError(f"{glob!r} is not a valid tag glob")
+        if not _GLOB.match(glob):
+            raise ValueError(f"{glob!r} is not a valid tag glob (1-128 of letters, digits and ._/*?[]!+-)")
+        if problem := glob_problem(glob):
+            raise ValueError(f"{glob!r} is not a valid tag glob: {problem}")
         return glob
 
 
@@ -203,14 +214,16 @@ class Image(_Model):
     @classmethod
     def _no_go_templates(cls, variables: dict[str, Any]) -> dict[str, Any]:
         # Packer evaluates `{{ ... }}` in provisioner fields even in variable values, so such a value
-        # would not reach the build unchanged.
-        def walk(value, where):
+        # would not reach the build unchanged. Without recursion, each shared (aliased) value once.
+        stack, seen = [(value, name) for name, value in reversed(variables.items())], set()
+        while stack:
+            value, where = stack.pop()
             if isinstance(value, str) and "{{" in value:
                 raise ValueError(f"value of {where} contains '{{{{': packer would evaluate it as a template")
-            for key, item in (value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()):
-                walk(item, f"{where}.{key}")
-        for name, value in variables.items():
-            walk(value, name)
+            if isinstance(value, (dict, list)) and id(value) not in seen:
+                seen.add(id(value))
+                items = value.items() if isinstance(value, dict) else enumerate(value)
+                stack += reversed([(item, f"{where}.{key}") for key, item in items])
         return variables
 
 
@@ -222,6 +235,8 @@ class Catalog(_Model):
     # image -> "image 'x', field 'template': <file>:<line>: ..." for a local template that does not
     # parse: only that image (and what is built on it) fails, at build time; the catalog still loads.
     _template_errors: dict[str, str] = PrivateAttr(default_factory=dict)
+    _depths: dict[str, int] = PrivateAttr(default_factory=dict)  # filled on first use: the graph is loaded
+    _children: dict[str | None, list[str]] = PrivateAttr(default_factory=dict)
 
     @property
     def root_dir(self) -> Path:
@@ -299,13 +314,32 @@ class Catalog(_Model):
             out.append(self.images[out[-1]].parent)
         return out
 
+    def depth(self, name: str) -> int:
+        """How many ancestors the image has (0 for a vendor image)."""
+        if not self._depths:
+            for start in self.images:  # each image's depth from the nearest ancestor already known
+                path, node = [], start
+                while node and node not in self._depths:
+                    path.append(node)
+                    node = self.images[node].parent
+                known = self._depths[node] if node else -1
+                self._depths.update((n, known + len(path) - i) for i, n in enumerate(path))
+        return self._depths[name]
+
     def children(self, name: str) -> list[str]:
-        return [n for n, img in self.images.items() if img.parent == name]
+        if not self._children:
+            for n, img in self.images.items():
+                self._children.setdefault(img.parent, []).append(n)
+        return self._children.get(name, [])
 
     def descendants(self, name: str) -> list[str]:
+        """Every image built on this one, depth first, children in catalog order (no recursion:
+        a parent chain may be deeper than Python's recursion limit)."""
         out: list[str] = []
-        for child in self.children(name):
-            out += [child] + self.descendants(child)
+        stack = list(reversed(self.children(name)))
+        while stack:
+            out.append(stack.pop())
+            stack += reversed(self.children(out[-1]))
         return out
 
     def users_of_repo(self, repo: str) -> list[str]:
@@ -330,6 +364,89 @@ class _UniqueKeyLoader(_SafeLoader):
                 )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
+
+
+# What YAML aliases may add to a catalog once expanded (one per value, one per character of a
+# string): a file of a few hundred bytes can otherwise expand to billions of values ("billion laughs").
+MAX_ALIAS_GROWTH = 4_000_000
+
+
+def _nodes(root: yaml.Node):
+    """(path, node) for every node of a composed YAML document, each node once (an alias is not
+    followed again), without recursion. A path is the keys from the document root."""
+    seen: set[int] = set()
+    stack: list[tuple[tuple, yaml.Node]] = [((), root)]
+    while stack:
+        path, node = stack.pop()
+        yield path, node
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack += [((*path, i), item) for i, item in reversed(list(enumerate(node.value)))]
+        elif isinstance(node, yaml.MappingNode):
+            stack += [((*path, key.value if isinstance(key, yaml.ScalarNode) else "?"), value)
+                      for key, value in reversed(node.value)]
+
+
+def _expanded_sizes(root: yaml.Node) -> dict[int, int]:
+    """id(node) -> its size once every alias under it is expanded, each shared node sized once.
+    A node that contains itself (an alias inside its own anchor) raises CatalogError."""
+    size: dict[int, int] = {}
+    open_: set[int] = set()  # nodes whose children are still being sized: the current path
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if isinstance(node, yaml.ScalarNode):
+            size[id(node)] = 1 + len(node.value)
+            continue
+        children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+        if children_done:
+            size[id(node)] = 1 + sum(size[id(child)] for child in children)
+            open_.discard(id(node))
+        elif id(node) in open_:
+            path = next(p for p, n in _nodes(root) if n is node)
+            raise CatalogError(f"line {node.start_mark.line + 1}: {_where(path)}: a YAML alias here contains itself "
+                               "(its anchor is the node around it): it has no finite value")
+        elif id(node) not in size:
+            open_.add(id(node))
+            stack.append((node, True))
+            stack += [(child, False) for child in children if id(child) not in size]
+    return size
+
+
+def _check_nodes(root: yaml.Node, text_size: int) -> None:
+    """What PyYAML would turn into a traceback or a hang, refused with the line and field: a
+    key that is not a plain value, an alias that contains itself, aliases that expand too far."""
+    for path, node in _nodes(root):
+        for key, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if not isinstance(key, yaml.ScalarNode):
+                kind = "list" if isinstance(key, yaml.SequenceNode) else "mapping"
+                raise CatalogError(f"line {key.start_mark.line + 1}: {_where(path)}: a key must be a plain name, "
+                                   f"not a {kind} (a '? ' complex key)")
+    size = _expanded_sizes(root)
+    if size[id(root)] - text_size <= MAX_ALIAS_GROWTH:
+        return
+    path, node = (), root
+    while len(path) < 4 and isinstance(node, (yaml.SequenceNode, yaml.MappingNode)) and node.value:
+        items = (enumerate(node.value) if isinstance(node, yaml.SequenceNode)
+                 else ((k.value, v) for k, v in node.value))
+        key, node = max(items, key=lambda item: size[id(item[1])])
+        path = (*path, key)
+    raise CatalogError(f"line {node.start_mark.line + 1}: {_where(path)}: YAML aliases expand this value to "
+                       f"{size[id(node)]:,} values and characters; a catalog's aliases may add at most "
+                       f"{MAX_ALIAS_GROWTH:,} (write the value out, or share less)")
+
+
+def _field_on_line(text: str, line: int) -> str:
+    """"image 'x', field 'y': " for the value on a line of the catalog, "" where none is found."""
+    try:
+        root = yaml.compose(text, Loader=_SafeLoader)
+    except yaml.YAMLError:
+        return ""
+    found = [path for path, node in _nodes(root) if isinstance(node, yaml.ScalarNode) and path
+             and node.start_mark.line + 1 <= line <= node.end_mark.line + 1] if root else []
+    return f"{_where(found[-1])}: " if found else ""
 
 
 def _where(loc: tuple) -> str:
@@ -396,11 +513,25 @@ def load_catalog(path: str | os.PathLike | None = None) -> Catalog:
 
 def _load_catalog(path: Path) -> Catalog:
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read catalog: {exc.strerror}") from None
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        where = _field_on_line(data.decode("utf-8", errors="replace"), line)
+        raise CatalogError(f"{path}: line {line}: {where}not UTF-8 text (byte 0x{data[exc.start]:02x}): "
+                           "save the catalog as UTF-8") from None
+    try:
+        loader = _UniqueKeyLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _check_nodes(node, len(text))
+            raw = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except CatalogError as exc:
         raise CatalogError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
@@ -440,7 +571,7 @@ def _check_graph(catalog: Catalog) -> None:
 
     if not catalog.images:
         raise CatalogError(f"{catalog.path}: field 'images': the catalog defines no images")
-    content_found: dict[str, bool] = {}
+    content_found: dict[str, str | None] = {}  # path -> why it cannot be content
     for name, img in catalog.images.items():
         if not re.match(_NAME, name):
             fail(name, "(name)", "image names are lower-case letters, digits and '-' (an asset key and AMI name)")
@@ -480,22 +611,28 @@ def _check_graph(catalog: Catalog) -> None:
             if repo and repo not in catalog.input_repos(name):
                 fail(name, f"content.{key}", f"repo {repo!r} is not an input of this image "
                                              f"(inputs: {', '.join(catalog.input_repos(name)) or 'none'})")
-            if not repo and rel not in content_found:  # most images share their content paths
-                content_found[rel] = (catalog.root_dir / rel).exists()
-            if not repo and not content_found[rel]:
-                fail(name, f"content.{key}", f"{(catalog.root_dir / rel).resolve()} does not exist")
+            source = img.content[key]
+            if source not in content_found:  # most images share their content paths
+                content_found[source] = _content_problem(catalog.root_dir, repo, rel)
+            if content_found[source]:
+                fail(name, f"content.{key}", content_found[source])
         if img.compliance and img.compliance.tailoring and not (catalog.root_dir / img.compliance.tailoring).is_file():
             fail(name, "compliance.tailoring", f"{(catalog.root_dir / img.compliance.tailoring).resolve()} does not exist")
         if img.layer is Layer.vendor and img.tests:
             fail(name, "tests", "a vendor image is looked up, not built: its tests would never run")
+    acyclic: set[str] = set()  # each image's chain is walked up to the first image known to end at a root
     for name in catalog.images:
-        seen = [name]
-        parent = catalog.images[name].parent
-        while parent:
-            if parent in seen:
-                fail(name, "parent", "cycle: " + " -> ".join(seen + [parent]))
-            seen.append(parent)
-            parent = catalog.images[parent].parent
+        path, on_path, node = [], set(), name
+        while node and node not in acyclic:
+            if node in on_path:
+                fail(name, "parent", "cycle: " + " -> ".join(path + [node]))
+            path.append(node)
+            on_path.add(node)
+            node = catalog.images[node].parent
+        acyclic.update(path)
+    for name in catalog.images:
+        if catalog.depth(name) > MAX_DEPTH:
+            fail(name, "parent", f"{catalog.depth(name)} ancestors: a parent chain may be at most {MAX_DEPTH} deep")
     for name, img in catalog.images.items():
         if img.parent and LAYER_RANK[img.layer.value] < LAYER_RANK[catalog.images[img.parent].layer.value]:
             fail(name, "layer", f"a {img.layer.value} image cannot sit on {img.parent!r} "
@@ -508,6 +645,28 @@ def _check_graph(catalog: Catalog) -> None:
     for repo in catalog.repos:
         if repo not in used:
             raise CatalogError(f"{catalog.path}: repo {repo!r}, field 'repos': no image uses this repo")
+
+
+def _content_problem(root: Path, repo: str | None, rel: str) -> str | None:
+    """Why a `content` path cannot be read (None when it can): it must be a path under the catalog's
+    directory, links followed, or "<repo>:<path>" inside an input repo's checkout."""
+    where = (f"content comes from a path under {root} (this catalog's directory), or '<repo>:<path>' in one of "
+             "the image's input repos")
+    if repo is not None:
+        if rel.startswith("/") or ".." in Path(rel).parts:
+            return f"{rel!r} leaves the checkout of repo {repo!r}: {where}"
+        return None
+    top, found = root.resolve(), (root / rel).resolve()
+    if not found.is_relative_to(top):
+        return f"{rel!r} is {found}, outside the catalog's tree: {where}"
+    if not found.exists():
+        return f"{found} does not exist"
+    for folder, dirs, files in os.walk(found) if found.is_dir() else ():
+        for entry in dirs + files:  # the build reads through links: each must stay in the tree
+            link = Path(folder) / entry
+            if link.is_symlink() and not link.resolve().is_relative_to(top):
+                return f"{link} links to {link.resolve()}, outside the catalog's tree: {where}"
+    return None
 
 
 def _template_dirs(catalog: Catalog) -> dict[str, Path | None]:

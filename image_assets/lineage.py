@@ -10,10 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from image_assets.catalog import Catalog
+from image_assets.catalog import MAX_DEPTH, Catalog
 from image_assets.stores import MANAGED_BY, ImageRecord, Store
-
-MAX_DEPTH = 32  # far more layers than any catalog has; stops a forged tag loop early
 
 
 class LineageError(RuntimeError):
@@ -58,11 +56,16 @@ def link(image_id: str, image: ImageRecord | None) -> Link:
 def walk(lookup: Callable[[str], ImageRecord | None], image_id: str) -> list[Link]:
     """The image and its ancestors, child first, ending at the first unmanaged or missing image."""
     chain: list[Link] = []
+    walked: set[str] = set()
     current = image_id
     while current:
-        if any(l.image_id == current for l in chain) or len(chain) >= MAX_DEPTH:
+        # As deep as a catalog may be, plus its vendor root; a forged tag loop stops at once.
+        if current in walked or len(chain) > MAX_DEPTH:
+            shown = [l.image_id for l in chain[:5]] + (["..."] if len(chain) > 10 else []) + \
+                [l.image_id for l in chain[max(5, len(chain) - 5):]] + [current]
             raise LineageError(f"ParentImageId tags of {image_id} loop or run deeper than {MAX_DEPTH}: "
-                               + " -> ".join(l.image_id for l in chain + [link(current, None)]))
+                               + " -> ".join(shown))
+        walked.add(current)
         chain.append(link(current, lookup(current)))
         current = chain[-1].parent_image_id if chain[-1].managed else ""
     return chain

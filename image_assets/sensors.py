@@ -2,7 +2,8 @@
 
 `git_tag_sensor` (contract name) lists the tags of every catalog repo with `git ls-remote`, in
 parallel, and compares them with its cursor, JSON `{"repos": {repo: {tag: commit}}, "requests": N,
-"since": baseline time}` (the first format, a bare `{repo: {tag: commit}}`, is read and rewritten):
+"since": baseline time}` (the first format, a bare `{repo: {tag: commit}}`, is read and rewritten;
+an optional `"skipped": {repo: [digest]}` remembers the unusable tags already warned about):
 
 - The first evaluation (no cursor entry for a repo) records that repo's tags as a baseline and
   requests nothing for it: tags that existed before the sensor was switched on are not news, and
@@ -20,6 +21,8 @@ parallel, and compares them with its cursor, JSON `{"repos": {repo: {tag: commit
   the same tick twice starts from the same cursor and requests the same key (Dagster starts it
   once); every new change gets a new key, also a tag moved A->B->A->B, whose changes repeat (Dagster
   would skip a key any earlier run of the sensor had), and after a cursor reset.
+- A tag that matches the glob but cannot be used (not ASCII, over 200 characters, not a valid ref
+  name) is warned about once, with its repo and why, on the tick that first sees it.
 - A repo that cannot be reached is warned about and skipped; its cursor entry stays as it was,
   so its new tags are picked up once it is back. A deleted tag is logged and builds nothing.
 
@@ -78,15 +81,18 @@ def _load_cursor(raw: str | None) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _load_git_cursor(raw: str | None) -> tuple[dict, int, str]:
-    """(repo -> {tag: commit}, requests so far, baseline time) from either cursor format."""
+def _load_git_cursor(raw: str | None) -> tuple[dict, int, str, dict]:
+    """(repo -> {tag: commit}, requests so far, baseline time, repo -> digests of the skipped tags
+    warned about) from either cursor format."""
     value = _load_cursor(raw)
     if isinstance(value.get("requests"), int) and isinstance(value.get("repos"), dict):
-        return value["repos"], value["requests"], str(value.get("since", ""))
+        skipped = value.get("skipped")
+        return (value["repos"], value["requests"], str(value.get("since", "")),
+                skipped if isinstance(skipped, dict) else {})
     # The first format, {repo: {tag: commit}}: no repo entry is an int, so it never looks like the above.
     # No cursor at all is a fresh baseline: its time keeps keys apart from runs before a cursor reset.
     since = datetime.datetime.now(datetime.timezone.utc).isoformat() if not value else ""
-    return value, 0, since
+    return value, 0, since, {}
 
 
 def subtree_selection(catalog: Catalog, roots) -> list[str]:
@@ -96,15 +102,17 @@ def subtree_selection(catalog: Catalog, roots) -> list[str]:
         names.add(root)
         names.update(catalog.descendants(root))
     order = {name: i for i, name in enumerate(catalog.images)}
-    return sorted(names, key=lambda n: (len(catalog.chain(n)), order[n]))
+    return sorted(names, key=lambda n: (catalog.depth(n), order[n]))
 
 
-def list_all_tags(catalog: Catalog, log) -> dict[str, dict[str, str]]:
-    """repo -> {tag: commit} for every repo that answered; the others are warned about and left out."""
+def list_all_tags(catalog: Catalog, log, skipped: dict[str, dict[str, str]] | None = None) -> dict[str, dict[str, str]]:
+    """repo -> {tag: commit} for every repo that answered; the others are warned about and left out.
+    `skipped` gets repo -> {tag: why} for the tags that match the repo's glob but are not used."""
     timeout = catalog.defaults.git_timeout_seconds
+    skipped = {} if skipped is None else skipped
     pool = ThreadPoolExecutor(max_workers=max(1, min(MAX_WORKERS, len(catalog.repos))))
     futures = {
-        pool.submit(gitrepos.remote_tags, spec.url, spec.tags, timeout): repo
+        pool.submit(gitrepos.remote_tags, spec.url, spec.tags, timeout, skipped.setdefault(repo, {})): repo
         for repo, spec in catalog.repos.items()
     }
     done, _ = wait(futures, timeout=TICK_BUDGET_SECONDS)
@@ -124,9 +132,26 @@ def list_all_tags(catalog: Catalog, log) -> dict[str, dict[str, str]]:
     return seen
 
 
+def _log_skipped_tags(skipped: dict[str, dict[str, str]], seen: dict, logged: dict, log) -> dict[str, list[str]]:
+    """Warn once about each tag that matches a repo's glob but is not used (not ASCII, too long,
+    not a valid ref name): when it first appears. Returns the digests of the repos' skipped tags
+    now, for the cursor (a reachable repo's record is replaced, an unreachable one's kept)."""
+    now = {repo: digests for repo, digests in logged.items() if repo not in seen and isinstance(digests, list)}
+    for repo in seen:
+        known = set(logged.get(repo) or ())
+        now[repo] = sorted(_digest(tag)[:16] for tag in skipped.get(repo, {}))
+        for tag, why in sorted(skipped.get(repo, {}).items()):
+            if _digest(tag)[:16] not in known:
+                log.warning(f"git_tag_sensor: repo {repo!r}: tag {gitrepos.shown_tag(tag)} skipped: {why}; "
+                            "nothing is built from it (warned once)")
+    return {repo: digests for repo, digests in now.items() if digests}
+
+
 def evaluate_git_tags(catalog: Catalog, cursor_text: str | None, log) -> dg.SensorResult:
-    previous, requests, since = _load_git_cursor(cursor_text)
-    seen = list_all_tags(catalog, log)
+    previous, requests, since, logged = _load_git_cursor(cursor_text)
+    skipped: dict[str, dict[str, str]] = {}
+    seen = list_all_tags(catalog, log, skipped)
+    skipped_now = _log_skipped_tags(skipped, seen, {r: d for r, d in logged.items() if r in catalog.repos}, log)
     # Unreachable repos keep their entry; repos no longer in the catalog are dropped.
     cursor = {repo: tags for repo, tags in previous.items() if repo in catalog.repos and isinstance(tags, dict)}
     baseline, changes = [], []  # changes: (repo, tag, previous commit or "", new commit)
@@ -143,7 +168,8 @@ def evaluate_git_tags(catalog: Catalog, cursor_text: str | None, log) -> dg.Sens
     changes.sort()  # one order for the key and the readable tag, whatever order git answered in
 
     def new_cursor(count: int) -> str:
-        return json.dumps({"repos": cursor, "requests": count, "since": since}, sort_keys=True)
+        extra = {"skipped": skipped_now} if skipped_now else {}
+        return json.dumps({"repos": cursor, "requests": count, "since": since, **extra}, sort_keys=True)
 
     note = f"first evaluation for {_names(baseline)}: tags recorded as the baseline, nothing requested"
     if baseline:

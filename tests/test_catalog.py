@@ -341,3 +341,102 @@ def test_a_sensitive_value_of_the_wrong_type_is_not_quoted(write, tmp_path):
     message = error_of(write(GOOD.replace("{playbook: cis.yml}", "{playbook: cis.yml, db_password: 987654321}")))
     assert "field 'variables.db_password'" in message and "sensitive" in message
     assert "987654321" not in message
+
+
+# --- hostile catalogs: one clear error, never a hang, a RecursionError or another traceback -------
+
+def _laughs(levels: int = 9) -> str:
+    """The "billion laughs": each level an alias list of the one before, 9**levels strings expanded."""
+    lines = ["    variables:", '      l0: &l0 "lol"']
+    lines += [f"      l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines)
+
+
+def test_an_alias_bomb_is_refused_not_expanded(write):
+    import subprocess
+    import sys
+
+    path = write(GOOD.replace("    variables: {playbook: cis.yml}", _laughs()))
+    assert path.stat().st_size < 1000
+    code = ("import sys\nfrom image_assets.catalog import CatalogError, load_catalog\n"
+            "try:\n    load_catalog(sys.argv[1])\nexcept CatalogError as exc:\n    print(exc)\nelse:\n    print('LOADED')\n")
+    # In a subprocess with a generous timeout: a regression fails here instead of hanging the suite.
+    done = subprocess.run([sys.executable, "-c", code, str(path)], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=120)
+    message = done.stdout.strip()
+    assert done.returncode == 0 and message.startswith(f"{path}: "), done.stdout + done.stderr[-2000:]
+    assert "image 'global-linux', field 'variables.l9'" in message and "aliases" in message, message
+
+
+def test_an_alias_that_contains_itself_is_refused(write):
+    path = write(GOOD.replace("{playbook: cis.yml}", "{playbook: cis.yml, scripts: &loop [a, *loop]}"))
+    message = error_of(path)
+    assert message.startswith(f"{path}: line 14: image 'global-linux', field 'variables.scripts'"), message
+    assert "contains itself" in message
+
+
+def test_a_complex_key_names_line_and_field(write):
+    path = write(GOOD.replace("{playbook: cis.yml}", "\n      playbook: cis.yml\n      ? [a, b]\n      : x"))
+    message = error_of(path)
+    assert message.startswith(f"{path}: line 16: image 'global-linux', field 'variables'"), message
+    assert "a key must be a plain name, not a list" in message and "\n" not in message
+
+
+def test_bytes_that_are_not_utf8_name_line_and_field(write):
+    path = write(GOOD)
+    path.write_bytes(path.read_bytes().replace(b"template: tpl/linux\n    repos",
+                                               b"template: tpl/linux\n    description: caf\xe9\n    repos"))
+    message = error_of(path)
+    assert message.startswith(f"{path}: line 13: image 'global-linux', field 'description'"), message
+    assert "not UTF-8" in message and "0xe9" in message
+
+
+HOSTILE_DEFAULTS = {
+    "git_timeout_seconds: .inf": "field 'defaults.git_timeout_seconds'",
+    "git_timeout_seconds: .nan": "field 'defaults.git_timeout_seconds'",
+    "git_timeout_seconds: 86400": "field 'defaults.git_timeout_seconds'",
+    "git_sensor_interval_seconds: 100000000000000000000": "field 'defaults.git_sensor_interval_seconds'",
+    "git_sensor_interval_seconds: 1.0e+20": "field 'defaults.git_sensor_interval_seconds'",
+    "vendor_sensor_interval_seconds: 99999999999": "field 'defaults.vendor_sensor_interval_seconds'",
+    "region: 'us-east-1;touch x'": "field 'defaults.region'",
+    "region: 'US-EAST-1'": "field 'defaults.region'",
+}
+
+
+@pytest.mark.parametrize("setting", sorted(HOSTILE_DEFAULTS))
+def test_defaults_out_of_range_are_refused(write, setting):
+    path = write(GOOD.replace("region: us-east-1}", f"region: us-east-1, {setting}}}".replace(
+        "region: us-east-1, region:", "region:")))
+    message = error_of(path)
+    assert message.startswith(f"{path}: {HOSTILE_DEFAULTS[setting]}: "), message
+
+
+@pytest.mark.parametrize("glob, why", [("v[z-a]*", "range 'z-a' is empty"), ("v[]", "'[' at 2"),
+                                       ("v[!]", "'[' at 2"), ("][v*", "'[' at 2"), ("v*.lock", "no valid tag name"),
+                                       ("v..*", "no valid tag name"), ("[[]v*", "holds no character a tag may have")])
+def test_a_tag_glob_that_can_match_nothing_is_refused(write, glob, why):
+    message = error_of(write(GOOD.replace('tags: "v*"', f"tags: '{glob}'")))
+    assert "repo 'roles', field 'tags'" in message and why in message, message
+
+
+@pytest.mark.parametrize("glob", ["v*", "*", "release-[0-9]*", "v[!a-z]*", "v[0-9].[0-9]*", "[]]*", "v?.*", "v1/*"])
+def test_usual_tag_globs_still_load(write, glob):
+    assert load_catalog(write(GOOD.replace('tags: "v*"', f"tags: '{glob}'"))).repos["roles"].tags == glob
+
+
+def test_content_comes_from_the_catalog_tree_or_an_input_repo(write, tmp_path):
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "a.sh").write_text("true\n")
+    (tmp_path / "etc-link").symlink_to("/etc")
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir(exist_ok=True)
+    (tmp_path / "scripts-with-link").mkdir()
+    (tmp_path / "scripts-with-link" / "passwd").symlink_to("/etc/passwd")
+    ok = "{playbook: cis.yml}\n    content: {scripts: scripts, same: ./scripts/../scripts/a.sh, roles: 'roles:ansible'}"
+    assert load_catalog(write(GOOD.replace("{playbook: cis.yml}", ok))).images["global-linux"].content["roles"]
+    for source in ["/etc", "../" + outside.name, "etc-link", "etc-link/ssh", "scripts-with-link",
+                   "roles:/etc", "roles:../../etc", "'roles:a/../../x'"]:
+        path = write(GOOD.replace("{playbook: cis.yml}", f"{{playbook: cis.yml}}\n    content: {{x: {source}}}"))
+        message = error_of(path)
+        assert message.startswith(f"{path}: image 'global-linux', field 'content.x': "), message
+        assert f"a path under {tmp_path}" in message and "'<repo>:<path>'" in message, message

@@ -28,8 +28,8 @@ images:
     parent: al2023
     template: {PROJECT / "packer" / "aws" / "linux"}
     content:
-      scripts: {PROJECT / "packer" / "scripts" / "linux"}
-      check: {PROJECT / "packer" / "scripts" / "content-check.sh"}
+      scripts: packer/scripts/linux
+      check: packer/scripts/content-check.sh
     variables: {{scripts: [sshd-banner.sh]}}
 """
 
@@ -67,6 +67,7 @@ def home(postgres, tmp_path_factory):
 def cli_env(tmp_path) -> dict:
     catalog = tmp_path / "images.yaml"
     catalog.write_text(CATALOG)
+    shutil.copytree(PROJECT / "packer" / "scripts", tmp_path / "packer" / "scripts", dirs_exist_ok=True)  # content: in its tree
     return {**os.environ, "IMAGE_ASSETS_CATALOG": str(catalog), "IMAGE_ASSETS_WORK_DIR": str(tmp_path / "work")}
 
 

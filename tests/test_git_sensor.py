@@ -434,3 +434,27 @@ def test_hostile_url_is_refused_at_load_and_git_never_runs(world, monkeypatch, u
     with pytest.raises(CatalogError, match=r"repo 'tools', field 'url'"):
         world.defs()
     assert not marker.exists() and not ran.exists()
+
+
+def test_unusable_tags_are_warned_about_once_with_repo_and_why(world, capsys):
+    non_ascii, long_name = "v2.0.0-ünïcødé", "v" + "9" * 299
+    world.tag("tools", non_ascii)  # annotated: listed twice by git (the tag and its peeled commit)
+    commit = git("rev-parse", "HEAD", cwd=world.work("tools"))
+    with open(world.bare("tools") / "packed-refs", "a") as packed:  # longer than a file name may be
+        packed.write(f"{commit} refs/tags/{long_name}\n")
+    capsys.readouterr()
+    cursor = world.baseline()
+    log = capsys.readouterr().err
+    assert log.count(f"repo 'tools': tag {ascii(non_ascii)} skipped: not ASCII") == 1, log
+    assert log.count(f"repo 'tools': tag {ascii(long_name[:80])}... (300 characters) skipped: 300 characters "
+                     "long, over 200") == 1, log
+    assert non_ascii not in tags_in(cursor)["tools"]
+
+    # Not again on the next ticks; a new unusable tag is warned about when it appears.
+    again = world.tick(cursor)
+    assert "skipped" not in capsys.readouterr().err
+    world.tag("tools", "v3.0.0-ß")
+    world.tick(again.cursor)
+    log = capsys.readouterr().err
+    assert "repo 'tools': tag 'v3.0.0-\\xdf' skipped: not ASCII" in log and non_ascii not in log
+    assert ascii(non_ascii) not in log, log
