@@ -316,20 +316,24 @@ class Catalog(_Model):
 
     def depth(self, name: str) -> int:
         """How many ancestors the image has (0 for a vendor image)."""
-        if not self._depths:
+        if not self._depths:  # built whole, then set: a sensor thread never sees half of it
+            depths: dict[str, int] = {}
             for start in self.images:  # each image's depth from the nearest ancestor already known
                 path, node = [], start
-                while node and node not in self._depths:
+                while node and node not in depths:
                     path.append(node)
                     node = self.images[node].parent
-                known = self._depths[node] if node else -1
-                self._depths.update((n, known + len(path) - i) for i, n in enumerate(path))
+                known = depths[node] if node else -1
+                depths.update((n, known + len(path) - i) for i, n in enumerate(path))
+            self._depths = depths
         return self._depths[name]
 
     def children(self, name: str) -> list[str]:
         if not self._children:
+            children: dict[str | None, list[str]] = {}
             for n, img in self.images.items():
-                self._children.setdefault(img.parent, []).append(n)
+                children.setdefault(img.parent, []).append(n)
+            self._children = children
         return self._children.get(name, [])
 
     def descendants(self, name: str) -> list[str]:
