@@ -393,48 +393,43 @@ def _nodes(root: yaml.Node):
                       for key, value in reversed(node.value)]
 
 
-def _expanded_sizes(root: yaml.Node) -> dict[int, int]:
-    """id(node) -> its size once every alias under it is expanded, each shared node sized once.
-    A node that contains itself (an alias inside its own anchor) raises CatalogError."""
-    size: dict[int, int] = {}
-    open_: set[int] = set()  # nodes whose children are still being sized: the current path
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        if isinstance(node, yaml.ScalarNode):
-            size[id(node)] = 1 + len(node.value)
-            continue
-        children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
-        if children_done:
-            size[id(node)] = 1 + sum(size[id(child)] for child in children)
-            open_.discard(id(node))
-        elif id(node) in open_:
-            path = next(p for p, n in _nodes(root) if n is node)
-            raise CatalogError(f"line {node.start_mark.line + 1}: {_where(path)}: a YAML alias here contains itself "
-                               "(its anchor is the node around it): it has no finite value")
-        elif id(node) not in size:
-            open_.add(id(node))
-            stack.append((node, True))
-            stack += [(child, False) for child in children if id(child) not in size]
-    return size
+def _path_of(root: yaml.Node, target: yaml.Node) -> tuple:
+    return next(path for path, node in _nodes(root) if node is target)
 
 
 def _check_nodes(root: yaml.Node, text_size: int) -> None:
     """What PyYAML would turn into a traceback or a hang, refused with the line and field: a
-    key that is not a plain value, an alias that contains itself, aliases that expand too far."""
-    for path, node in _nodes(root):
-        for key, _ in node.value if isinstance(node, yaml.MappingNode) else ():
-            if not isinstance(key, yaml.ScalarNode):
-                kind = "list" if isinstance(key, yaml.SequenceNode) else "mapping"
-                raise CatalogError(f"line {key.start_mark.line + 1}: {_where(path)}: a key must be a plain name, "
-                                   f"not a {kind} (a '? ' complex key)")
-    size = _expanded_sizes(root)
+    key that is not a plain value, an alias inside its own anchor, aliases that expand too far.
+    One pass sizes every node as if each alias were expanded, sizing each shared node once."""
+    size: dict[int, int] = {}  # id(node) -> values and characters under it, aliases expanded
+    open_: set[int] = set()  # nodes whose children are still being sized: the current path
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if node.id == "scalar":
+            size[id(node)] = 1 + len(node.value)
+            continue
+        children = node.value if node.id == "sequence" else [n for pair in node.value for n in pair]
+        if children_done:
+            size[id(node)] = 1 + sum(size[id(child)] for child in children)
+            open_.discard(id(node))
+        elif id(node) in open_:
+            raise CatalogError(f"line {node.start_mark.line + 1}: {_where(_path_of(root, node))}: a YAML alias here "
+                               "is inside its own anchor: the value would never end")
+        elif id(node) not in size:
+            for key in children[::2] if node.id == "mapping" else ():
+                if key.id != "scalar":
+                    raise CatalogError(f"line {key.start_mark.line + 1}: {_where(_path_of(root, node))}: a key must "
+                                       f"be a plain name, not a {'list' if key.id == 'sequence' else 'mapping'} "
+                                       "(a '? ' complex key)")
+            open_.add(id(node))
+            stack.append((node, True))
+            stack += [(child, False) for child in children if id(child) not in size]
     if size[id(root)] - text_size <= MAX_ALIAS_GROWTH:
         return
     path, node = (), root
-    while len(path) < 4 and isinstance(node, (yaml.SequenceNode, yaml.MappingNode)) and node.value:
-        items = (enumerate(node.value) if isinstance(node, yaml.SequenceNode)
-                 else ((k.value, v) for k, v in node.value))
+    while len(path) < 4 and node.id != "scalar" and node.value:
+        items = enumerate(node.value) if node.id == "sequence" else ((k.value, v) for k, v in node.value)
         key, node = max(items, key=lambda item: size[id(item[1])])
         path = (*path, key)
     raise CatalogError(f"line {node.start_mark.line + 1}: {_where(path)}: YAML aliases expand this value to "

@@ -372,7 +372,7 @@ def test_an_alias_that_contains_itself_is_refused(write):
     path = write(GOOD.replace("{playbook: cis.yml}", "{playbook: cis.yml, scripts: &loop [a, *loop]}"))
     message = error_of(path)
     assert message.startswith(f"{path}: line 14: image 'global-linux', field 'variables.scripts'"), message
-    assert "contains itself" in message
+    assert "inside its own anchor" in message
 
 
 def test_a_complex_key_names_line_and_field(write):
