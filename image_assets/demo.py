@@ -6,6 +6,7 @@ a bare repository under .demo/git with an initial v1.0.0 tag, as an image repo's
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -159,7 +160,7 @@ def scores() -> None:
 
 
 # A Dagster event line of `dagster asset materialize`'s output. Searched anywhere in a line: a
-# step's packer output can end without a newline just before it.
+# step's stdout (packer's output) is block-buffered and can end mid-line just before it.
 EVENT_LINE = re.compile(
     r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4} - dagster - [A-Z]+ - \S+ - (?P<run>[0-9a-f-]{36}) - "
     r"(?P<pid>\d+) - (?:(?P<step>\w+) - )?"
@@ -187,7 +188,7 @@ def _logged_events(run_id: str) -> list[tuple[str, str, str]]:
     return [(e.dagster_event.event_type_value, e.step_key or "", e.dagster_event.message or "") for e in entries]
 
 
-def progress(lines: Iterable[str], out=sys.stdout, logged=_logged_events) -> None:
+def progress(lines: Iterable[str], out=sys.stdout) -> None:
     """One line per finished or failed image step and per failed check, image names as the
     catalog spells them, from `dagster asset materialize` output on `lines` (bin/demo).
 
@@ -205,6 +206,7 @@ def progress(lines: Iterable[str], out=sys.stdout, logged=_logged_events) -> Non
     run_id = ""
 
     def report(event: str, step: str, message: str) -> None:
+        message = message.split("\n", 1)[0]  # the output holds a message's first line as one line
         line = progress_line(event, images.get(step, step), message)
         if line and (event, step, message) not in seen:
             seen.add((event, step, message))
@@ -218,8 +220,8 @@ def progress(lines: Iterable[str], out=sys.stdout, logged=_logged_events) -> Non
             run_id = match["run"]
         else:
             report(match["event"], match["step"] or "", match["message"])
-    if run_id:
-        for event in logged(run_id):
+    if run_id and os.environ.get("DAGSTER_HOME"):
+        for event in _logged_events(run_id):
             report(*event)
 
 
