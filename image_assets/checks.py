@@ -22,6 +22,7 @@ import os
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,17 +60,27 @@ _DESCRIPTIONS = {
     TEMPLATE: "`packer validate -syntax-only`, `packer fmt -check`, `packer validate` with the catalog "
               "variables, and the template contract (`python -m image_assets check-template`) pass on the image's template.",
     UP_TO_DATE: "The image was built on the current image of its parent asset (and so were its ancestors).",
-    IMAGE_TESTS: "The catalog's `tests` commands succeed, in order, in a throwaway container of the image "
-                 "(target local; elsewhere reported as not run).",
+    IMAGE_TESTS: "The catalog's `tests` of the image and of every ancestor (theirs first, from the root down) "
+                 "succeed, in order, in a throwaway container of the image (target local; elsewhere reported as "
+                 "not run).",
     COMPLIANCE: "OpenSCAP scores the image's filesystem at least `compliance.min_pass_ratio` and it passes every "
                 "rule its parent passes (target local; elsewhere reported as not run).",
 }
 BLOCKING = {EXISTS, TAGS, NOT_REVOKED, IMAGE_TESTS, COMPLIANCE}
 
 
+def image_tests_of(catalog: Catalog, name: str) -> list[tuple[str, str]]:
+    """(the image that declares it, command) of every test that binds an image: its ancestors'
+    first, from the root down, then its own. A test declared on a layer binds every image built on
+    it, as compliance does, so no layer undoes what a layer above it checks (e.g. a drop-in that
+    sshd reads and the scanner does not)."""
+    return [(image, command) for image in reversed(catalog.chain(name)) for command in catalog.images[image].tests]
+
+
 def image_checks(catalog: Catalog, name: str) -> tuple[str, ...]:
-    """The checks of one built image: every image's, plus its tests and compliance when declared."""
-    extra = (IMAGE_TESTS,) if catalog.images[name].tests else ()
+    """The checks of one built image: every image's, plus tests and compliance when it or an
+    ancestor declares them."""
+    extra = (IMAGE_TESTS,) if image_tests_of(catalog, name) else ()
     return CHECKS + extra + ((COMPLIANCE,) if catalog.compliance(name) else ())
 
 
@@ -168,71 +179,79 @@ def _channels_behind(catalog: Catalog, name: str, image_id: str) -> list[str]:
 # --- image_tests and compliance: the image's content, run and scanned --------------------------
 
 
-def _not_run(name: str, check: str, store: Store, why: str) -> dg.AssetCheckResult:
+def _not_run(name: str, check: str, store: Store, why: str, what: str = "", **metadata) -> dg.AssetCheckResult:
     # Never a pass: a WARN failure does not block children (nothing was learned about the image).
-    return _result(name, check, False, f"not run on {store.where}: {why}",
-                   severity=dg.AssetCheckSeverity.WARN, status="not run")
+    return _result(name, check, False, f"{what + ' ' if what else ''}not run on {store.where}: {why}",
+                   severity=dg.AssetCheckSeverity.WARN, status="not run", **metadata)
 
 
-def _masker(catalog: Catalog, name: str) -> Redactor:
-    """Masks what the image's build was given as secret: its secrets (from the environment, when
-    set here), sensitive catalog variables and cloud credentials."""
-    image = catalog.images[name]
-    template_dir = catalog.template_dir(name)
-    try:
-        declared = templates.declared_variables(template_dir) if template_dir else {}
-    except templates.TemplateError:
-        declared = {}
-    values = list(secretsmod.sensitive_variables(name, image, declared).values)
-    values += [os.environ[s.env] for s in image.secrets.values() if os.environ.get(s.env)]
+def _masker(catalog: Catalog, names: list[str]) -> Redactor:
+    """Masks what the images' builds were given as secret: their secrets (from the environment,
+    when set here), sensitive catalog variables and cloud credentials."""
+    values = []
+    for name in names:
+        image = catalog.images[name]
+        template_dir = catalog.template_dir(name)
+        try:
+            declared = templates.declared_variables(template_dir) if template_dir else {}
+        except templates.TemplateError:
+            declared = {}
+        values += secretsmod.sensitive_variables(name, image, declared).values
+        values += [os.environ[s.env] for s in image.secrets.values() if os.environ.get(s.env)]
     return Redactor(values)
 
 
 def image_tests(catalog: Catalog, name: str, image_id: str, store: Store) -> dg.AssetCheckResult:
+    tests = image_tests_of(catalog, name)
+    redact = _masker(catalog, sorted({image for image, _ in tests}))
+    declared = [{"declared_on": image, "command": redact(command)} for image, command in tests]
+    per_image = Counter(image for image, _ in tests)  # in chain order, root first
+    what = f"{len(tests)} image test(s) (declared on " + ", ".join(f"{image!r}: {n}" for image, n in per_image.items()) + ")"
     if store.cannot_run:
-        return _not_run(name, IMAGE_TESTS, store, store.cannot_run)
-    commands = catalog.images[name].tests
-    redact = _masker(catalog, name)
+        return _not_run(name, IMAGE_TESTS, store, store.cannot_run, what, tests=dg.MetadataValue.json(declared))
     started = time.monotonic()
     try:
-        ran = store.run_commands(image_id, commands, TEST_TIMEOUT)
+        ran = store.run_commands(image_id, [command for _, command in tests], TEST_TIMEOUT)
     except StoreError as exc:
-        return _result(name, IMAGE_TESTS, False, redact(f"image tests could not run on {image_id}: {exc}"))
+        return _result(name, IMAGE_TESTS, False, redact(f"{what} could not run on {image_id}: {exc}"),
+                       tests=dg.MetadataValue.json(declared))
     seconds = time.monotonic() - started
-    results = [{"command": redact(r.command), "exit_code": r.exit_code, "output": redact(r.output)[-OUTPUT_LIMIT:]}
-               for r in ran]
+    results = [{**test, "exit_code": r.exit_code, "output": redact(r.output)[-OUTPUT_LIMIT:]}
+               for test, r in zip(declared, ran)]
     failed = [r for r in results if r["exit_code"] != 0]
     if failed:
         first = failed[0]
-        description = (f"{len(failed)} of {len(commands)} image tests failed in {image_id}; first: "
-                       f"`{first['command']}` exited {first['exit_code']}: {first['output'][-500:]}")
+        description = (f"{len(failed)} of {what} failed in {image_id}; first: `{first['command']}` (declared on "
+                       f"{first['declared_on']!r}) exited {first['exit_code']}: {first['output'][-500:]}")
     else:
-        description = f"{len(commands)} image test(s) passed in a container of {image_id} ({seconds:.1f} s)"
+        description = f"{what} passed in a container of {image_id} ({seconds:.1f} s)"
     return _result(name, IMAGE_TESTS, not failed, description, status="failed" if failed else "passed",
                    tests_passed=len(results) - len(failed), tests_failed=len(failed), seconds=round(seconds, 2),
                    results=dg.MetadataValue.json(results))
 
 
-def compliance(catalog: Catalog, name: str, meta: dict, store: Store) -> dg.AssetCheckResult:
+def compliance(catalog: Catalog, name: str, meta: dict, store: Store, report_dir: Path) -> dg.AssetCheckResult:
     if store.cannot_export:
         return _not_run(name, COMPLIANCE, store, store.cannot_export)
     declared_by, policy = catalog.compliance(name)
     tailoring = catalog.tailoring_path(name)
     parent_id = meta.get("parent_image_id")
     try:
-        own = scan.scan_image(store, meta["image_id"], policy.profile, tailoring)
-        parent = scan.scan_image(store, parent_id, policy.profile, tailoring) if parent_id else None
+        own = scan.scan_image(store, meta["image_id"], policy.profile, tailoring, report_dir=report_dir)
+        parent = scan.scan_image(store, parent_id, policy.profile, tailoring, report_dir=report_dir) if parent_id else None
     except (StoreError, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
         return _result(name, COMPLIANCE, False, f"OpenSCAP scan of {meta['image_id']} failed: {exc}")
     # A layer never undoes hardening: every rule the parent passes must still pass.
-    undone = sorted(r.split("_rule_")[-1] for r, v in (parent.rules if parent else {}).items()
-                    if v == "pass" and own.rules.get(r) != "pass")
+    undone_ids = sorted(r for r, v in (parent.rules if parent else {}).items() if v == "pass" and own.rules.get(r) != "pass")
+    undone = [r.split("_rule_")[-1] for r in undone_ids]
     problems = []
     if own.ratio < policy.min_pass_ratio:
         problems.append(f"pass ratio {own.ratio:.2f} is under the floor {policy.min_pass_ratio:.2f}")
     if undone:
         problems.append(f"{len(undone)} rule(s) its parent {catalog.images[name].parent!r} passes now fail: "
                         + ", ".join(undone))
+        # The SSG sshd rules read sshd_config alone: say where sshd may read the keyword first.
+        problems += scan.drop_in_notes(own, undone_ids)
     score = (f"{own.passed} pass / {own.failed} fail / {own.notapplicable} not applicable "
              f"(ratio {own.ratio:.2f}; parent {parent.passed if parent else '-'} pass)")
     description = (f"{'; '.join(problems)}. " if problems else "") + \
@@ -436,7 +455,7 @@ def evaluate(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected
     if IMAGE_TESTS in selected:
         yield image_tests(catalog, name, image_id, store)
     if COMPLIANCE in selected:
-        yield compliance(catalog, name, meta, store)
+        yield compliance(catalog, name, meta, store, scan.instance_report_dir(instance.root_directory))
 
 
 def results(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected: set[str], packer: PackerCli,

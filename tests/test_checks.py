@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from conftest import latest, materialize, write_demo_catalog
+from conftest import PROJECT, latest, materialize, write_demo_catalog
 from image_assets import checks, sandbox
 from image_assets.catalog import load_catalog
 from image_assets.defs import build_defs
@@ -179,3 +179,12 @@ def test_template_valid_gives_secrets_placeholders_of_their_type(tmp_path, work_
     catalog = load_catalog(write_demo_catalog(tmp_path / "project", edit))
     result = checks.template_valid(PackerCli(), catalog, "global-linux")
     assert result.passed, result.description
+
+
+def test_the_shipped_global_images_effective_ssh_settings_bind_every_image_built_on_it():
+    catalog = load_catalog(PROJECT / "images.local.yaml")
+    own = catalog.images["global-linux"].tests
+    assert "sshd -T | grep -qx 'permitrootlogin no'" in own
+    for name in catalog.descendants("global-linux"):
+        assert "image_tests" in checks.image_checks(catalog, name)
+        assert checks.image_tests_of(catalog, name)[:len(own)] == [("global-linux", test) for test in own], name

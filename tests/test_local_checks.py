@@ -24,9 +24,12 @@ CONTENT = {"ansible": "packer/ansible", "scripts": "packer/scripts/linux", "chec
 COMPLIANCE = {"profile": "image_assets_container", "tailoring": "compliance/debian11-container.xml",
               "min_pass_ratio": 0.75}
 RULE = "sshd_disable_root_login"
-# A service layer's scripts: one undoes the global hardening, one only sleeps (a build to kill).
+GLOBAL_TESTS = ["ssh-keygen -A && mkdir -p /run/sshd && sshd -t", "sshd -T | grep -qx 'permitrootlogin no'"]
+# A service layer's scripts: two undo the global hardening (where the scanner reads, and in a
+# drop-in it does not read, sorted before the global 10-cis.conf so it wins), one only sleeps.
 SCRIPTS = {
     "undo-root-login.sh": "#!/bin/sh\nset -eu\nsed -i 's/^PermitRootLogin no$/PermitRootLogin yes/' /etc/ssh/sshd_config\n",
+    "root-login-drop-in.sh": "#!/bin/sh\nset -eu\necho 'PermitRootLogin yes' > /etc/ssh/sshd_config.d/00-root.conf\n",
     "hello.sh": "#!/bin/sh\nset -eu\necho 'hello from the service layer' > /etc/hello\n",
     "sleep.sh": "#!/bin/sh\nsleep 300\n",
 }
@@ -64,8 +67,7 @@ def catalog_with(project: Path, deployment: str, services: dict, target: str = "
         "debian11": {"layer": "vendor", "vendor": vendor},
         "global-linux": {"layer": "global", "parent": "debian11", "template": "packer/aws/linux", "content": CONTENT,
                          "variables": {"playbook": "global.yml"}, "compliance": COMPLIANCE,
-                         "tests": ["ssh-keygen -A && mkdir -p /run/sshd && sshd -t",
-                                   "sshd -T | grep -qx 'permitrootlogin no'"]},
+                         "tests": GLOBAL_TESTS},
     }
     for name, spec in services.items():
         images[name] = {"layer": "service", "template": "packer/aws/linux", "content": CONTENT, **spec}
@@ -111,11 +113,42 @@ def test_a_layer_that_undoes_hardening_fails_compliance_and_its_child_is_not_bui
     assert not undo.passed and undo.severity == dg.AssetCheckSeverity.ERROR
     assert RULE in undo.metadata["undone"].value and RULE in undo.description
     assert "its parent 'global-linux' passes now fail" in undo.description
+    # The global drop-in still wins over the edited sshd_config, which is all the scanner reads: the
+    # message says so, and the inherited `sshd -T` test passes on the effective setting.
+    assert f"{RULE} reads /etc/ssh/sshd_config only" in undo.description
+    assert "/etc/ssh/sshd_config.d/10-cis.conf sets PermitRootLogin" in undo.description
+    assert "the effective setting is what `sshd -T` reports" in undo.description
+    assert checks[("service-undo", "image_tests")].passed
     assert checks[("service-ok", "compliance")].passed  # inherited from global-linux, and kept
     built = materialized(result)
     assert {"global-linux", "service-ok", "service-undo"} <= built  # the image exists; its check failed
     assert "service-undo-child" not in built and not instance.get_latest_materialization_event(
         dg.AssetKey(["service-undo-child"]))
+
+
+def test_a_drop_in_that_permits_root_login_fails_the_inherited_global_tests_and_blocks_children(
+        base_image, project, deployment, cleanup, instance, work_dir):
+    catalog = catalog_with(project, deployment, {
+        "service-drop-in": {"parent": "global-linux", "variables": {"scripts": ["root-login-drop-in.sh"]}},
+        "service-drop-in-child": {"parent": "service-drop-in", "variables": {"scripts": ["hello.sh"]}},
+        "service-ok": {"parent": "global-linux", "variables": {"scripts": ["hello.sh"]}},
+    })
+    result = materialize(catalog, instance, raise_on_error=False)
+    checks = evaluations(result)
+
+    drop_in = checks[("service-drop-in", "image_tests")]  # it declares no tests: the global image's bind it
+    assert not drop_in.passed and drop_in.severity == dg.AssetCheckSeverity.ERROR
+    runs = drop_in.metadata["results"].value
+    assert [(r["declared_on"], r["command"], r["exit_code"]) for r in runs] == \
+        [("global-linux", GLOBAL_TESTS[0], 0), ("global-linux", GLOBAL_TESTS[1], 1)]
+    assert f"`{GLOBAL_TESTS[1]}` (declared on 'global-linux') exited 1" in drop_in.description
+    assert "service-drop-in-child" not in materialized(result)
+
+    ok = checks[("service-ok", "image_tests")]
+    assert ok.passed, ok.description
+    assert [(r["declared_on"], r["command"]) for r in ok.metadata["results"].value] == \
+        [("global-linux", command) for command in GLOBAL_TESTS]
+    assert "service-ok" in materialized(result)
 
 
 def test_a_failing_image_test_blocks_children_and_a_passing_one_records_its_output(
@@ -135,15 +168,42 @@ def test_a_failing_image_test_blocks_children_and_a_passing_one_records_its_outp
     broken = checks[("service-broken", "image_tests")]
     assert not broken.passed and broken.severity == dg.AssetCheckSeverity.ERROR
     runs = broken.metadata["results"].value
-    assert [r["exit_code"] for r in runs] == [0, 1, 0]  # each command runs and is reported
-    assert runs[0]["output"] == "hello from the service layer"
-    assert runs[1]["output"] == "looking for /etc/missing" and "test -e /etc/missing" in broken.description
+    # The global image's tests first, then its own: each command runs and is reported.
+    assert [(r["declared_on"], r["exit_code"]) for r in runs] == \
+        [("global-linux", 0), ("global-linux", 0), ("service-broken", 0), ("service-broken", 1), ("service-broken", 0)]
+    assert runs[2]["output"] == "hello from the service layer"
+    assert runs[3]["output"] == "looking for /etc/missing" and "test -e /etc/missing" in broken.description
     assert "service-broken-child" not in materialized(result)
 
     tested = checks[("service-tested", "image_tests")]
     assert tested.passed, tested.description
-    outputs = [r["output"] for r in tested.metadata["results"].value]
+    outputs = [r["output"] for r in tested.metadata["results"].value][len(GLOBAL_TESTS):]
     assert outputs == ["hello from the service layer", "2"]  # global-linux and service-tested
+
+
+def test_each_instance_keeps_its_scans_in_its_own_directory_and_nothing_in_the_home_cache(
+        base_image, project, deployment, cleanup, instance, work_dir, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    shared = dockerd.state_dir() / "scans"  # where every instance's scans went
+    before = sorted(shared.iterdir()) if shared.exists() else []
+    catalog = catalog_with(project, deployment, {
+        "service-ok": {"parent": "global-linux", "variables": {"scripts": ["hello.sh"]}},
+    })
+    (tmp_path / "other_home").mkdir()
+    folders = []
+    with dg.instance_for_test(temp_dir=str(tmp_path / "other_home")) as other:
+        for each in (instance, other):
+            checks = evaluations(materialize(catalog, each))
+            root = Path(each.root_directory).resolve()
+            for name in ("global-linux", "service-ok"):
+                report = Path(checks[(name, "compliance")].metadata["report"].value).resolve()
+                assert report.is_file() and root in report.parents, (name, root, report)
+                folders.append(report.parent)
+    assert len(set(folders)) == 2  # one folder per instance, shared by its images
+    assert not (home / ".cache").exists()
+    assert (sorted(shared.iterdir()) if shared.exists() else []) == before
 
 
 def test_retention_lineage_and_outdated_on_local_images(base_image, project, deployment, cleanup, instance, work_dir):
@@ -188,16 +248,25 @@ def test_retention_lineage_and_outdated_on_local_images(base_image, project, dep
 def test_sandbox_reports_image_tests_and_compliance_as_not_run(project, instance, work_dir, monkeypatch):
     catalog = catalog_with(project, f"tests-notrun-{uuid.uuid4().hex[:6]}", {
         "service-x": {"parent": "global-linux", "variables": {"scripts": ["hello.sh"]}, "tests": ["true"]},
+        "service-y": {"parent": "global-linux", "variables": {"scripts": ["hello.sh"]}},  # inherits only
     }, target="sandbox")
     result = materialize(catalog, instance)
     checks = evaluations(result)
     for name, check in (("global-linux", "image_tests"), ("global-linux", "compliance"),
-                        ("service-x", "image_tests"), ("service-x", "compliance")):
+                        ("service-x", "image_tests"), ("service-x", "compliance"),
+                        ("service-y", "image_tests"), ("service-y", "compliance")):
         e = checks[(name, check)]
         assert not e.passed and e.severity == dg.AssetCheckSeverity.WARN, (name, check)  # never a pass
         assert e.metadata["status"].value == "not run"
         assert ("no instance ever runs an image" if check == "image_tests" else "taken on target local") in e.description
-    assert "service-x" in materialized(result)  # WARN does not block
+    # The tests not run are listed with where each is declared, inherited ones as own ones.
+    inherited = [{"declared_on": "global-linux", "command": command} for command in GLOBAL_TESTS]
+    assert checks[("service-y", "image_tests")].metadata["tests"].value == inherited
+    assert checks[("service-x", "image_tests")].metadata["tests"].value == \
+        inherited + [{"declared_on": "service-x", "command": "true"}]
+    assert "2 image test(s) (declared on 'global-linux': 2)" in checks[("service-y", "image_tests")].description
+    assert "3 image test(s) (declared on 'global-linux': 2, 'service-x': 1)" in checks[("service-x", "image_tests")].description
+    assert {"service-x", "service-y"} <= materialized(result)  # WARN does not block
 
 
 def test_a_dead_builds_container_is_found_by_run_and_removed(base_image, project, deployment, cleanup, tmp_path):
