@@ -322,14 +322,17 @@ def remove_rejected(catalog: Catalog, built: Built, failed_checks: list[str], lo
     """Delete the image this step just built when blocking checks ran on it and failed: it is never
     published or built on, and a kept one would be reused by its fingerprint. What explains the
     failure stays: each check's output and report in its metadata, packer's log in the compute
-    logs. A reused image is left alone (it was accepted before; its checks report it)."""
+    logs. A reused image is left alone: an earlier run built it, a channel may point at it, and its
+    checks report it."""
     if built.reused or not failed_checks:
         return False
     why = f"blocking checks {', '.join(failed_checks)} failed on it"
     try:
         store = stores.connect(catalog.target, catalog.defaults.region)
         image = store.get(built.image_id)
-        snapshots = store.deregister(image) if image is not None else []
+        if image is None:
+            return False
+        snapshots = store.deregister(image)
     except StoreError as exc:
         log(f"could not remove {built.image_id} ({why}): {exc}")
         return False
