@@ -17,7 +17,7 @@ import yaml
 
 from conftest import PROJECT, latest, materialize
 from image_assets import build as buildmod
-from image_assets import dockerd, lifecycle, lineage, stores
+from image_assets import dockerd, lifecycle, lineage, scan, stores
 from image_assets.catalog import load_catalog
 
 CONTENT = {"ansible": "packer/ansible", "scripts": "packer/scripts/linux", "check": "packer/scripts/content-check.sh"}
@@ -204,6 +204,13 @@ def test_each_instance_keeps_its_scans_in_its_own_directory_and_nothing_in_the_h
     assert len(set(folders)) == 2  # one folder per instance, shared by its images
     assert not (home / ".cache").exists()
     assert (sorted(shared.iterdir()) if shared.exists() else []) == before
+
+
+def test_the_scan_cli_keeps_its_report_in_dagster_homes_directory(base_image, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    assert scan.main([dockerd.BASE_IMAGE, "--json"]) == 0
+    report = Path(json.loads(capsys.readouterr().out)["report"])
+    assert report.is_file() and report.parent == tmp_path / "dagster_home" / "image-assets" / "scans"
 
 
 def test_retention_lineage_and_outdated_on_local_images(base_image, project, deployment, cleanup, instance, work_dir):
