@@ -72,7 +72,10 @@ def test_the_ec2_store_on_the_sandbox(cloud: Ec2Store):
     assert cloud.find_reusable(ImageName="store-test", Fingerprint="f1") == made
     assert cloud.find_reusable(ImageName="store-test", Fingerprint="f2") is None
     assert cloud.runs_with_leftovers("store-test") == set()  # an available image is no leftover
-    assert cloud.deprecate(image_id, datetime.now(timezone.utc)).startswith("not set: sandbox")
+    said = cloud.deprecate(image_id, datetime.now(timezone.utc))
+    shown = cloud.ec2.describe_images(ImageIds=[image_id])["Images"][0]["DeprecationTime"]
+    assert said.startswith("deprecated at ") and \
+        datetime.fromisoformat(said.removeprefix("deprecated at ")) == datetime.fromisoformat(shown), (said, shown)
     cloud.tag(image_id, {"Revoked": "2026-01-01T00:00:00Z: test"})
     assert cloud.get(image_id).revoked and cloud.find_reusable(ImageName="store-test") is None
     assert cloud.deregister(cloud.get(image_id)) == list(made.snapshots)

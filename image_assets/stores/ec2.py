@@ -12,7 +12,6 @@ from datetime import datetime, timedelta, timezone
 import boto3
 import botocore.exceptions
 from botocore.config import Config
-from botocore.parsers import ResponseParserError
 
 from image_assets import sandbox
 from image_assets.errors import TRANSIENT_AWS_CODES, StoreError
@@ -240,20 +239,10 @@ class Ec2Store(Store):
         self._call("create_tags", Resources=[image_id], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
 
     def deprecate(self, image_id: str, at: datetime) -> str:
-        """Set the image's deprecation time; returns what happened (the sandbox may not support it)."""
+        """Set the image's deprecation time (the sandbox keeps it too); returns what was set."""
         # AWS rounds to the minute and refuses a past time: the next whole minute plus one.
         when = (at + timedelta(minutes=2)).replace(second=0, microsecond=0)
-        client = self.ec2
-        if self.endpoint:
-            # Measured: moto 5.2.5 answers EnableImageDeprecation with HTTP 500 (not implemented);
-            # a client without retries makes that one quick call instead of five with back-off.
-            client = self.client(max_attempts=1)
-        try:
-            client.enable_image_deprecation(ImageId=image_id, DeprecateAt=when)
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, ResponseParserError) as exc:
-            if not self.endpoint:
-                raise self._error("EnableImageDeprecation", exc) from None
-            return f"not set: {self.where} does not support EnableImageDeprecation ({type(exc).__name__})"
+        self._call("enable_image_deprecation", ImageId=image_id, DeprecateAt=when)
         return f"deprecated at {when.strftime('%Y-%m-%dT%H:%M:%SZ')}"
 
     def deregister(self, image: ImageRecord) -> list[str]:
