@@ -23,6 +23,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 BASE_IMAGE = "image-assets/debian11-base"
 BASE_SUITE = "bullseye"
@@ -185,10 +186,11 @@ def image_id(ref: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def base_image(name: str = BASE_IMAGE, suite: str = BASE_SUITE,
-               packages: list[str] | None = None) -> tuple[str, float | None]:
+def base_image(name: str = BASE_IMAGE, suite: str = BASE_SUITE, packages: list[str] | None = None,
+               prepare: Callable[[Path], None] | None = None) -> tuple[str, float | None]:
     """(image id, seconds it took to make; None when it was present). Needs a running daemon and root.
-    `suite` and `packages` make other debootstrap images the same way (deploy_image: bookworm)."""
+    `suite` and `packages` make other debootstrap images the same way (deploy_image: bookworm);
+    `prepare(root)` changes the debootstrapped tree before it is imported (the sandbox's images add a user)."""
     packages = BASE_PACKAGES if packages is None else packages
     with _locked():
         found = image_id(name)
@@ -208,6 +210,8 @@ def base_image(name: str = BASE_IMAGE, suite: str = BASE_SUITE,
             # Like a cloud vendor image: no host keys baked in (each instance makes its own).
             for key in (root / "etc" / "ssh").glob("ssh_host_*"):
                 key.unlink()
+            if prepare is not None:
+                prepare(root)
             tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
             try:
                 imported = subprocess.run(

@@ -197,7 +197,8 @@ def _kill(pid: int) -> None:
 
 
 def stop(port: int | None = None) -> bool:
-    """Stop the server recorded in the port's pidfile; True if one was stopped."""
+    """Stop the server recorded in the port's pidfile and remove its instances' containers; True if
+    a server was stopped."""
     p = _port(port)
     with _locked(p):
         pid = _read_pid(p)
@@ -205,7 +206,24 @@ def stop(port: int | None = None) -> bool:
             _kill(pid)
         _paths(p)[0].unlink(missing_ok=True)
         _children.pop(p, None)
+        _remove_containers(p)
     return pid is not None
+
+
+def _remove_containers(p: int) -> None:
+    from image_assets import sandbox_instances  # docker only where a server of this port ran
+
+    backing = sandbox_instances.backing_file(p)
+    if not backing.exists():
+        return
+    try:
+        removed = sandbox_instances.remove_all(p)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        print(f"sandbox: could not remove the containers of the sandbox on port {p}: {exc}", file=sys.stderr)
+        return
+    backing.unlink(missing_ok=True)
+    if removed:
+        print(f"sandbox: removed {len(removed)} instance container(s) of the sandbox on port {p}", file=sys.stderr)
 
 
 def publish_vendor_image(owners: list[str], name: str, region: str = "us-east-1", port: int | None = None) -> dict:

@@ -2,18 +2,23 @@
 
 Started detached by `image_assets.sandbox.start()`; serves until SIGTERM. Besides moto's EC2 API
 it answers POST /image-assets/publish-vendor-image (see publish_vendor_image), and
-EnableImageDeprecation / DisableImageDeprecation, which moto lacks.
+EnableImageDeprecation / DisableImageDeprecation, which moto lacks. It serves Debian's AMIs backed by
+container images, and instances of backed AMIs are containers (sandbox_instances does the docker part).
 """
 
 import argparse
 import datetime
+import ipaddress
 import json
+import subprocess
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.responses import ActionResult
 from moto.ec2.models import ec2_backends
 from moto.ec2.models.amis import Ami, AmiBackend
+from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models.core import TaggedEC2Resource
+from moto.ec2.models.instances import Instance, InstanceBackend
 from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix, random_ami_id
 from moto.moto_server.werkzeug_app import (
@@ -23,7 +28,16 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
+from image_assets import sandbox_instances
+
 _moto_create_image = AmiBackend.create_image
+_moto_load_amis = AmiBackend._load_amis
+_moto_deregister_image = AmiBackend.deregister_image
+_moto_run_instances = InstanceBackend.run_instances
+_moto_instance_start, _moto_instance_stop = Instance.start, Instance.stop
+_moto_instance_terminate = Instance.terminate
+_moto_public_dns, _moto_private_dns = Instance.public_dns_name, Instance.private_dns_name
+_debian_amis: list[dict] = []  # Ami keyword arguments, set once at start (sandbox_instances.configure)
 
 
 def _create_image_ebs(self, instance_id, *args, **kwargs):
@@ -35,7 +49,80 @@ def _create_image_ebs(self, instance_id, *args, **kwargs):
     ami = _moto_create_image(self, instance_id, *args, **kwargs)
     ami.root_device_type = "ebs"
     ami.root_device_name = self.get_instance(instance_id).root_device_name
+    _in_docker(f"CreateImage of {instance_id}", sandbox_instances.commit_instance, instance_id, ami.id)
     return ami
+
+
+def _in_docker(what: str, action, *args):
+    """A docker step of an EC2 call; its failure is the call's error, naming what failed."""
+    try:
+        return action(*args)
+    except (RuntimeError, subprocess.SubprocessError) as exc:
+        raise EC2ClientError("SandboxContainerError", f"sandbox: {what} failed in docker: {exc}") from None
+
+
+def _load_amis_and_debian(self) -> None:
+    _moto_load_amis(self)
+    for ami in _debian_amis:
+        self.amis[ami["ami_id"]] = Ami(self, **ami)
+
+
+def _deregister_image(self, ami_id: str) -> None:
+    _moto_deregister_image(self, ami_id)
+    sandbox_instances.forget_image(ami_id)
+
+
+def _run_instances_in_containers(self, image_id, count, user_data, security_group_names, **kwargs):
+    reservation = _moto_run_instances(self, image_id, count, user_data, security_group_names, **kwargs)
+    backed = [i for i in reservation.instances if sandbox_instances.is_backed(i.image_id)]
+    key = self.key_pairs.get(kwargs.get("key_name") or "")
+    try:
+        for instance in backed:
+            address = sandbox_instances.start_instance(instance.id, instance.image_id, key.public_key if key else "")
+            _give_address(instance, address)
+    except (RuntimeError, subprocess.SubprocessError) as exc:
+        for instance in reservation.instances:
+            instance.terminate()
+        raise EC2ClientError("SandboxContainerError",
+                             f"sandbox: RunInstances of {image_id} failed in docker: {exc}") from None
+    return reservation
+
+
+def _give_address(instance: Instance, address: str) -> None:
+    """The container's loopback address replaces moto's invented private and public ones."""
+    nic = instance.nics[0]
+    if nic.subnet is not None:  # moto's address goes back to the subnet's pool
+        nic.subnet.del_subnet_ip(nic.private_ip_address)
+    instance._private_ips.discard(nic.private_ip_address)
+    nic.private_ip_address = address
+    nic.private_ip_addresses = [{"Primary": True, "PrivateIpAddress": address}]
+    nic.public_ip, nic.public_ip_auto_assign = address, False  # kept across stop and start
+
+
+def _loopback_or(moto_dns):
+    """A backed instance's DNS names are its address: nothing outside this machine may be asked."""
+    def name(self):
+        ip = self.public_ip if moto_dns is _moto_public_dns else self.private_ip
+        return ip if ip and ipaddress.ip_address(ip).is_loopback else moto_dns.fget(self)
+    return property(name)
+
+
+def _instance_start(self):
+    previous = _moto_instance_start(self)
+    _in_docker(f"StartInstances of {self.id}", sandbox_instances.resume_instance, self.id)
+    return previous
+
+
+def _instance_stop(self):
+    previous = _moto_instance_stop(self)
+    _in_docker(f"StopInstances of {self.id}", sandbox_instances.stop_instance, self.id)
+    return previous
+
+
+def _instance_terminate(self):
+    previous = _moto_instance_terminate(self)
+    _in_docker(f"TerminateInstances of {self.id}", sandbox_instances.remove_instance, self.id)
+    return previous
 
 
 def _tags_of_resource(self) -> list[dict[str, str]]:
@@ -77,7 +164,14 @@ def _disable_image_deprecation(self) -> ActionResult:
     return ActionResult({"Return": True})
 
 
-def patch_moto() -> None:
+def patch_moto(debian_amis: list[dict] = ()) -> None:
+    _debian_amis[:] = debian_amis
+    AmiBackend._load_amis = _load_amis_and_debian
+    AmiBackend.deregister_image = _deregister_image
+    InstanceBackend.run_instances = _run_instances_in_containers
+    Instance.start, Instance.stop, Instance.terminate = _instance_start, _instance_stop, _instance_terminate
+    Instance.public_dns_name = _loopback_or(_moto_public_dns)
+    Instance.private_dns_name = _loopback_or(_moto_private_dns)
     AmiBackend.create_image = _create_image_ebs
     TaggedEC2Resource.get_tags = _tags_of_resource
     AmisResponse.enable_image_deprecation = _enable_image_deprecation
@@ -144,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
-    patch_moto()
+    patch_moto(sandbox_instances.configure(args.port))
     app = with_publish_endpoint(DomainDispatcherApplication(create_backend_app))
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     print(f"moto sandbox serving on http://{args.host}:{args.port}", flush=True)

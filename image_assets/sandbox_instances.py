@@ -1,0 +1,215 @@
+"""Sandbox instances backed by containers: what the sandbox server does in docker for EC2 calls.
+
+An AMI is backed when it has a container image: the Debian AMIs the server serves (one per image
+sandbox_images made) and every AMI CreateImage makes from a backed instance (`docker commit`).
+RunInstances of a backed AMI starts a container from it with the host's network, running sshd in
+the foreground on a loopback address of its own (127.H.L.N, H.L the sandbox's port, N per instance:
+two sandboxes never share an address), with the key pair's public key authorized for `admin` and
+root. Stop, start and terminate stop, start and remove the container.
+
+The AMI -> container image map is kept in the server and in backing_file(port) (JSON), for the
+store and tests. Containers and committed images carry the sandbox's port as a label, so
+remove_all(port) finds them (sandbox stop, and a server starting on a port whose last server died).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from image_assets import dockerd, sandbox_images
+
+PORT_LABEL = "image-assets.sandbox-port"
+INSTANCE_LABEL = "image-assets.sandbox-instance"
+COMMITTED_REPO = "image-assets/sandbox-ami"  # committed images: COMMITTED_REPO-<port>:<ami id>
+
+# The container's command: authorize the key, make host keys once, run sshd on the address.
+_SSH_INIT = r"""
+set -e
+address=$1 key=$2
+if [ -n "$key" ]; then
+  for user in root admin; do
+    home=$(getent passwd "$user" | cut -d: -f6) || continue
+    mkdir -p "$home/.ssh"
+    touch "$home/.ssh/authorized_keys"
+    grep -qxF "$key" "$home/.ssh/authorized_keys" || printf '%s\n' "$key" >> "$home/.ssh/authorized_keys"
+    chmod 700 "$home/.ssh" && chmod 600 "$home/.ssh/authorized_keys" && chown -R "$user:" "$home/.ssh"
+  done
+fi
+ssh-keygen -A
+mkdir -p /run/sshd
+exec /usr/sbin/sshd -D -e -o "ListenAddress=$address"
+"""
+
+
+@dataclass
+class Container:
+    name: str
+    address: str
+
+
+_lock = threading.Lock()
+_port: int | None = None
+_images: dict[str, str] = {}  # AMI id -> container image
+_containers: dict[str, Container] = {}  # instance id -> its container
+
+
+def backing_file(port: int) -> Path:
+    from image_assets import sandbox  # the state dir's one definition
+
+    return sandbox.state_dir() / f"sandbox-{port}-images.json"
+
+
+def read_backing(port: int) -> dict[str, str]:
+    """AMI id -> container image of the sandbox on `port` ({} when it backs none)."""
+    try:
+        return json.loads(backing_file(port).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save() -> None:
+    path = backing_file(_port)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(_images, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def configure(port: int) -> list[dict]:
+    """Called once by the server: remove what a dead server on this port left, and return the Debian
+    AMIs to serve (Ami keyword arguments), one per sandbox image present in docker."""
+    global _port
+    _port = port
+    try:
+        remove_all(port)
+        amis = _vendor_amis()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        print(f"sandbox: no Debian AMIs served: docker is unavailable ({exc})", flush=True)
+        return []
+    if not amis:
+        print("sandbox: no Debian AMIs served: their container images are missing "
+              "(bin/setup makes them: python -m image_assets.sandbox_images)", flush=True)
+        return []
+    with _lock:  # no file where nothing is backed: stop then needs no docker
+        _images.update({ami["ami_id"]: ref for ami, ref in amis})
+        _save()
+    for ami, ref in amis:
+        print(f"sandbox: serving {ami['ami_id']} {ami['name']} backed by {ref}", flush=True)
+    return [ami for ami, _ref in amis]
+
+
+def _vendor_amis() -> list[tuple[dict, str]]:
+    amis = []
+    for prefix, (_suite, ref) in sandbox_images.IMAGES.items():
+        done = dockerd.docker("image", "inspect", "--format", "{{.Created}}", ref, check=False, timeout=30)
+        if done.returncode != 0:
+            continue
+        # Debian's names carry the build date and a serial: the image's creation time stands for both.
+        created = datetime.datetime.fromisoformat(done.stdout.strip()[:19]).replace(tzinfo=datetime.timezone.utc)
+        name = f"{prefix}-{created:%Y%m%d-%H%M}"
+        amis.append(({
+            # The same id in every region, as moto's own default AMIs.
+            "ami_id": "ami-" + hashlib.sha256(name.encode()).hexdigest()[:17],
+            "name": name, "description": f"Debian {prefix.split('-')[1]} ({created:%Y%m%d}), a container image here",
+            "owner_id": sandbox_images.DEBIAN_OWNER, "public": True, "virtualization_type": "hvm",
+            "architecture": "x86_64", "creation_date": created.replace(tzinfo=None),
+            "image_location": f"{sandbox_images.DEBIAN_OWNER}/{name}", "hypervisor": "xen",
+            "root_device_type": "ebs", "root_device_name": "/dev/xvda", "sriov": "simple",
+            "boot_mode": "uefi-preferred",
+        }, ref))
+    return amis
+
+
+def is_backed(ami_id: str) -> bool:
+    return ami_id in _images
+
+
+def address(instance_id: str) -> str | None:
+    container = _containers.get(instance_id)
+    return container.address if container else None
+
+
+def _free_address() -> str:
+    """127.H.L.N: H.L from the sandbox's port, N the first not taken here and not answering on 22."""
+    taken = {c.address for c in _containers.values()}
+    for n in range(2, 255):
+        candidate = f"127.{_port >> 8}.{_port & 255}.{n}"
+        if candidate in taken:
+            continue
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex((candidate, 22)) != 0:  # a dead server's sshd may still hold one
+                return candidate
+    raise RuntimeError(f"no free loopback address left for the sandbox on port {_port}")
+
+
+def start_instance(instance_id: str, ami_id: str, public_key: str) -> str:
+    """Run the instance's container from the AMI's image; its address."""
+    with _lock:
+        container = Container(f"sandbox-{_port}-{instance_id}", _free_address())
+        _containers[instance_id] = container
+    dockerd.docker("run", "-d", "--network", "host", "--name", container.name,
+                   "--label", f"{PORT_LABEL}={_port}", "--label", f"{INSTANCE_LABEL}={instance_id}",
+                   _images[ami_id], "/bin/sh", "-c", _SSH_INIT, "sandbox-init", container.address, public_key,
+                   timeout=120)
+    return container.address
+
+
+def stop_instance(instance_id: str) -> None:
+    if instance_id in _containers:
+        dockerd.docker("stop", "-t", "10", _containers[instance_id].name, timeout=60)
+
+
+def resume_instance(instance_id: str) -> None:
+    if instance_id in _containers:
+        dockerd.docker("start", _containers[instance_id].name, timeout=60)
+
+
+def remove_instance(instance_id: str) -> None:
+    with _lock:
+        container = _containers.pop(instance_id, None)
+    if container:
+        dockerd.docker("rm", "-f", container.name, check=False, timeout=60)
+
+
+def commit_instance(instance_id: str, ami_id: str) -> None:
+    """CreateImage of a backed instance: its container committed as the new AMI's image."""
+    if instance_id not in _containers:
+        return
+    ref = f"{COMMITTED_REPO}-{_port}:{ami_id}"
+    # The image's own command is a shell: the instance's sshd command line is not part of the image.
+    dockerd.docker("commit", "--change", 'CMD ["/bin/bash"]', _containers[instance_id].name, ref, timeout=600)
+    with _lock:
+        _images[ami_id] = ref
+        _save()
+
+
+def forget_image(ami_id: str) -> None:
+    """DeregisterImage: a committed image is removed with its AMI (a vendor image stays)."""
+    with _lock:
+        ref = _images.get(ami_id, "")
+        if not ref.startswith(COMMITTED_REPO):
+            return
+        del _images[ami_id]
+        _save()
+    dockerd.docker("rmi", ref, check=False, timeout=120)  # still used by a running child: it stays
+
+
+def remove_all(port: int) -> list[str]:
+    """Remove every container and committed image of the sandbox on `port`; the containers removed."""
+    label = f"label={PORT_LABEL}={port}"
+    containers = dockerd.docker("ps", "-aq", "--filter", label, timeout=30).stdout.split()
+    if containers:
+        dockerd.docker("rm", "-f", *containers, timeout=120)
+    images = dockerd.docker("images", "-q", "--filter", label, "--filter", f"reference={COMMITTED_REPO}-{port}",
+                            timeout=30).stdout.split()
+    if images:
+        dockerd.docker("rmi", "-f", *sorted(set(images)), check=False, timeout=120)
+    return containers
