@@ -155,7 +155,8 @@ def start_instance(instance_id: str, ami_id: str, public_key: str) -> str:
     with _lock:
         container = Container(f"sandbox-{_port}-{instance_id}", _free_address())
         _containers[instance_id] = container
-    dockerd.docker("run", "-d", "--network", "host", "--name", container.name,
+    # --pull=never: an image gone from the daemon is an error, never a download from a registry.
+    dockerd.docker("run", "-d", "--pull=never", "--network", "host", "--name", container.name,
                    "--label", f"{PORT_LABEL}={_port}", "--label", f"{INSTANCE_LABEL}={instance_id}",
                    _images[ami_id], "/bin/sh", "-c", _SSH_INIT, "sandbox-init", container.address, public_key,
                    timeout=120)

@@ -154,6 +154,23 @@ def test_unbacked_image_instance_is_a_plain_moto_instance(backed_sandbox):
         client.terminate_instances(InstanceIds=[instance["InstanceId"]])
 
 
+def test_run_instances_of_an_image_gone_from_docker_fails_clearly(backed_sandbox):
+    client = ec2()
+    parent = client.run_instances(ImageId=debian_ami(client), MinCount=1, MaxCount=1)["Instances"][0]
+    image = client.create_image(InstanceId=parent["InstanceId"], Name="gone-from-docker")["ImageId"]
+    client.terminate_instances(InstanceIds=[parent["InstanceId"]])
+    dockerd.docker("rmi", sandbox_instances.read_backing(backed_sandbox)[image])
+    before = set(containers(backed_sandbox))
+    with pytest.raises(client.exceptions.ClientError) as failed:
+        client.run_instances(ImageId=image, MinCount=1, MaxCount=1)
+    error = failed.value.response["Error"]
+    assert error["Code"] == "SandboxContainerError"
+    assert f"RunInstances of {image} failed in docker" in error["Message"] and "No such image" in error["Message"]
+    live = [i for r in client.describe_instances(Filters=[{"Name": "image-id", "Values": [image]}])["Reservations"]
+            for i in r["Instances"] if i["State"]["Name"] != "terminated"]
+    assert live == [] and set(containers(backed_sandbox)) == before
+
+
 def packer_build(port: int, work: Path, only: str, layer: str, source_ami: str = "") -> str:
     env = {k: v for k, v in dockerd.client_env().items() if not k.startswith("AWS_")}
     env.update(sandbox.CREDENTIALS, AWS_POLL_DELAY_SECONDS="1", CHECKPOINT_DISABLE="1")
