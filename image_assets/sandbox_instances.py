@@ -87,6 +87,7 @@ def configure(port: int) -> list[dict]:
     AMIs to serve (Ami keyword arguments), one per sandbox image present in docker."""
     global _port
     _port = port
+    backing_file(port).unlink(missing_ok=True)  # a dead server's map: none of its AMIs exist now
     try:
         remove_all(port)
         amis = _vendor_amis()

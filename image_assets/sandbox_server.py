@@ -14,9 +14,9 @@ import subprocess
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.responses import ActionResult
+from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models import ec2_backends
 from moto.ec2.models.amis import Ami, AmiBackend
-from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models.core import TaggedEC2Resource
 from moto.ec2.models.instances import Instance, InstanceBackend
 from moto.ec2.responses.amis import AmisResponse
@@ -49,7 +49,11 @@ def _create_image_ebs(self, instance_id, *args, **kwargs):
     ami = _moto_create_image(self, instance_id, *args, **kwargs)
     ami.root_device_type = "ebs"
     ami.root_device_name = self.get_instance(instance_id).root_device_name
-    _in_docker(f"CreateImage of {instance_id}", sandbox_instances.commit_instance, instance_id, ami.id)
+    try:
+        _in_docker(f"CreateImage of {instance_id}", sandbox_instances.commit_instance, instance_id, ami.id)
+    except EC2ClientError:
+        _moto_deregister_image(self, ami.id)  # no AMI without its image
+        raise
     return ami
 
 
@@ -99,10 +103,10 @@ def _give_address(instance: Instance, address: str) -> None:
     nic.public_ip, nic.public_ip_auto_assign = address, False  # kept across stop and start
 
 
-def _loopback_or(moto_dns):
+def _loopback_or(moto_dns: property, ip_attribute: str) -> property:
     """A backed instance's DNS names are its address: nothing outside this machine may be asked."""
     def name(self):
-        ip = self.public_ip if moto_dns is _moto_public_dns else self.private_ip
+        ip = getattr(self, ip_attribute)
         return ip if ip and ipaddress.ip_address(ip).is_loopback else moto_dns.fget(self)
     return property(name)
 
@@ -170,8 +174,8 @@ def patch_moto(debian_amis: list[dict] = ()) -> None:
     AmiBackend.deregister_image = _deregister_image
     InstanceBackend.run_instances = _run_instances_in_containers
     Instance.start, Instance.stop, Instance.terminate = _instance_start, _instance_stop, _instance_terminate
-    Instance.public_dns_name = _loopback_or(_moto_public_dns)
-    Instance.private_dns_name = _loopback_or(_moto_private_dns)
+    Instance.public_dns_name = _loopback_or(_moto_public_dns, "public_ip")
+    Instance.private_dns_name = _loopback_or(_moto_private_dns, "private_ip")
     AmiBackend.create_image = _create_image_ebs
     TaggedEC2Resource.get_tags = _tags_of_resource
     AmisResponse.enable_image_deprecation = _enable_image_deprecation

@@ -171,6 +171,19 @@ def test_run_instances_of_an_image_gone_from_docker_fails_clearly(backed_sandbox
     assert live == [] and set(containers(backed_sandbox)) == before
 
 
+def test_create_image_of_an_instance_whose_container_is_gone_fails_clearly(backed_sandbox):
+    client = ec2()
+    instance = client.run_instances(ImageId=debian_ami(client), MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    dockerd.docker("rm", "-f", f"sandbox-{backed_sandbox}-{instance}")
+    with pytest.raises(client.exceptions.ClientError) as failed:
+        client.create_image(InstanceId=instance, Name="container-gone")
+    error = failed.value.response["Error"]
+    assert error["Code"] == "SandboxContainerError"
+    assert f"CreateImage of {instance} failed in docker" in error["Message"], error
+    assert client.describe_images(Filters=[{"Name": "name", "Values": ["container-gone"]}])["Images"] == []
+    client.terminate_instances(InstanceIds=[instance])
+
+
 def packer_build(port: int, work: Path, only: str, layer: str, source_ami: str = "") -> str:
     env = {k: v for k, v in dockerd.client_env().items() if not k.startswith("AWS_")}
     env.update(sandbox.CREDENTIALS, AWS_POLL_DELAY_SECONDS="1", CHECKPOINT_DISABLE="1")
