@@ -92,12 +92,13 @@ def test_debian_amis_are_served_backed_in_every_region(backed_sandbox):
             assert dockerd.image_id(backing[image["ImageId"]]) is not None
 
 
-def test_instance_is_a_container_on_its_own_loopback_address(backed_sandbox, tmp_path):
+@pytest.mark.parametrize("debian", [11, 12])
+def test_instance_is_a_container_on_its_own_loopback_address(backed_sandbox, tmp_path, debian):
     client = ec2()
-    key = key_pair(client, "instances-test", tmp_path)
+    key = key_pair(client, f"instances-test-{debian}", tmp_path)
     t0 = time.monotonic()
-    instance = client.run_instances(ImageId=debian_ami(client), MinCount=1, MaxCount=1,
-                                    KeyName="instances-test")["Instances"][0]
+    instance = client.run_instances(ImageId=debian_ami(client, debian), MinCount=1, MaxCount=1,
+                                    KeyName=f"instances-test-{debian}")["Instances"][0]
     ran = time.monotonic() - t0
     address, instance_id = instance["PublicIpAddress"], instance["InstanceId"]
     wait_for_sshd(address)
@@ -109,7 +110,7 @@ def test_instance_is_a_container_on_its_own_loopback_address(backed_sandbox, tmp
             described["PrivateDnsName"], nic["PrivateIpAddress"]} == {address}
     assert containers(backed_sandbox)[instance_id].startswith("Up")
 
-    assert ssh(key, address, "id -un; sudo -n id -un") == "admin\nroot"
+    assert ssh(key, address, "id -un; sudo -n id -un; . /etc/os-release; echo $VERSION_ID") == f"admin\nroot\n{debian}"
     assert ssh(key, address, "id -un", user="root") == "root"
     ssh(key, address, "echo made-in-the-parent | sudo tee /etc/sandbox-marker")
 
@@ -122,11 +123,12 @@ def test_instance_is_a_container_on_its_own_loopback_address(backed_sandbox, tmp
     client.stop_instances(InstanceIds=[instance_id])
 
     t0 = time.monotonic()
-    child_ami = client.create_image(InstanceId=instance_id, Name="instances-test-child")["ImageId"]
+    child_ami = client.create_image(InstanceId=instance_id, Name=f"instances-test-child-{debian}")["ImageId"]
     print(f"CreateImage (docker commit): {time.monotonic() - t0:.2f} s")
     committed = sandbox_instances.read_backing(backed_sandbox)[child_ami]
     assert dockerd.image_id(committed) is not None
-    child = client.run_instances(ImageId=child_ami, MinCount=1, MaxCount=1, KeyName="instances-test")["Instances"][0]
+    child = client.run_instances(ImageId=child_ami, MinCount=1, MaxCount=1,
+                                 KeyName=f"instances-test-{debian}")["Instances"][0]
     assert child["PublicIpAddress"] != address
     wait_for_sshd(child["PublicIpAddress"])
     assert ssh(key, child["PublicIpAddress"], "cat /etc/sandbox-marker") == "made-in-the-parent"
@@ -185,8 +187,10 @@ def test_create_image_of_an_instance_whose_container_is_gone_fails_clearly(backe
 
 
 def packer_build(port: int, work: Path, only: str, layer: str, source_ami: str = "") -> str:
+    """packer's output; its debug log goes to work/packer-<layer>.log."""
     env = {k: v for k, v in dockerd.client_env().items() if not k.startswith("AWS_")}
-    env.update(sandbox.CREDENTIALS, AWS_POLL_DELAY_SECONDS="1", CHECKPOINT_DISABLE="1")
+    env.update(sandbox.CREDENTIALS, AWS_POLL_DELAY_SECONDS="1", CHECKPOINT_DISABLE="1",
+               PACKER_LOG="1", PACKER_LOG_PATH=str(work / f"packer-{layer}.log"))
     t0 = time.monotonic()
     done = subprocess.run(["packer", "build", "-color=false", f"-only=amazon-ebs.{only}",
                            "-var", f"endpoint={sandbox.endpoint(port)}", "-var", f"ami_name=sandbox-ssh-{layer}",
@@ -202,6 +206,10 @@ def test_packer_amazon_ebs_builds_over_ssh_on_debian(backed_sandbox, tmp_path):
     first = packer_build(backed_sandbox, tmp_path, "vendor", "first")
     connected = re.findall(r"Using ssh communicator to connect: (\S+)", first)
     assert connected and all(ipaddress.ip_address(a).is_loopback and a != "127.0.0.1" for a in connected), first
+    # packer's log: every SSH connection it made went to that address.
+    dialed = set(re.findall(r"Attempting SSH connection to (\S+):22", (tmp_path / "packer-first.log").read_text()))
+    assert dialed == set(connected), dialed
+    print(f"packer connected to {', '.join(sorted(dialed))}")
     assert "root through sudo: root, files: hello-first.txt layers" in first
     parent = re.search(r"us-east-1: (ami-\w+)", first).group(1)
     assert parent in sandbox_instances.read_backing(backed_sandbox)
