@@ -210,8 +210,9 @@ def remove_all(port: int) -> list[str]:
     containers = dockerd.docker("ps", "-aq", "--filter", label, timeout=30).stdout.split()
     if containers:
         dockerd.docker("rm", "-f", *containers, timeout=120)
-    images = dockerd.docker("images", "-q", "--filter", label, "--filter", f"reference={COMMITTED_REPO}-{port}",
-                            timeout=30).stdout.split()
+    # By name, not id: an image with a committed child cannot be removed by id; untagged, it goes with the child.
+    images = dockerd.docker("images", "--filter", label, "--filter", f"reference={COMMITTED_REPO}-{port}",
+                            "--format", "{{.Repository}}:{{.Tag}}", timeout=30).stdout.split()
     if images:
-        dockerd.docker("rmi", "-f", *sorted(set(images)), check=False, timeout=120)
+        dockerd.docker("rmi", *images, check=False, timeout=120)
     return containers

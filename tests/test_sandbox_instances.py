@@ -232,15 +232,18 @@ def test_sandbox_stop_removes_its_containers_and_committed_images(backed_sandbox
     try:
         sandbox.start(port)
         client = ec2(port=port)
-        instance = client.run_instances(ImageId=debian_ami(client, 11), MinCount=1, MaxCount=1)["Instances"][0]
-        image = client.create_image(InstanceId=instance["InstanceId"], Name="stopped-with-the-sandbox")["ImageId"]
-        committed = sandbox_instances.read_backing(port)[image]
-        assert list(containers(port)) == [instance["InstanceId"]]
+        parent = client.run_instances(ImageId=debian_ami(client, 11), MinCount=1, MaxCount=1)["Instances"][0]
+        image = client.create_image(InstanceId=parent["InstanceId"], Name="stopped-with-the-sandbox")["ImageId"]
+        # A layer on a layer: the first committed image has a child image.
+        child = client.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]
+        child_image = client.create_image(InstanceId=child["InstanceId"], Name="its-child")["ImageId"]
+        committed = [sandbox_instances.read_backing(port)[i] for i in (image, child_image)]
+        assert set(containers(port)) == {parent["InstanceId"], child["InstanceId"]}
         stopped = subprocess.run([sys.executable, "-m", "image_assets.sandbox", "stop", "--port", str(port)],
                                  capture_output=True, text=True, timeout=120)
         assert stopped.returncode == 0, stopped.stderr
-        assert "removed 1 instance container" in stopped.stderr
+        assert "removed 2 instance container(s)" in stopped.stderr
         assert containers(port) == {}
-        assert dockerd.image_id(committed) is None
+        assert [dockerd.image_id(ref) for ref in committed] == [None, None]
     finally:
         sandbox.stop(port)
