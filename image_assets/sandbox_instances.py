@@ -21,6 +21,7 @@ import os
 import socket
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from image_assets import dockerd, sandbox_images
 
 PORT_LABEL = "image-assets.sandbox-port"
 INSTANCE_LABEL = "image-assets.sandbox-instance"
-COMMITTED_REPO = "image-assets/sandbox-ami"  # committed images: COMMITTED_REPO-<port>:<ami id>
+COMMITTED_REPO = "image-assets/sandbox-ami"
+SSHD_TIMEOUT = 30.0  # committed images: COMMITTED_REPO-<port>:<ami id>
 
 # The container's command: authorize the key, make host keys once, run sshd on the address.
 _SSH_INIT = r"""
@@ -161,7 +163,23 @@ def start_instance(instance_id: str, ami_id: str, public_key: str) -> str:
                    "--label", f"{PORT_LABEL}={_port}", "--label", f"{INSTANCE_LABEL}={instance_id}",
                    _images[ami_id], "/bin/sh", "-c", _SSH_INIT, "sandbox-init", container.address, public_key,
                    timeout=120)
+    _wait_for_sshd(container)
     return container.address
+
+
+def _wait_for_sshd(container: Container) -> None:
+    """Return once sshd accepts: packer dials as soon as the instance runs, and after a refused first
+    dial it waits 5 s before the next (measured: 5 of a layer's 8 s)."""
+    deadline = time.monotonic() + SSHD_TIMEOUT
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(1)
+            if s.connect_ex((container.address, 22)) == 0:
+                return
+        time.sleep(0.02)
+    logs = dockerd.docker("logs", "--tail", "20", container.name, check=False, timeout=30)
+    raise RuntimeError(f"sshd of {container.name} not accepting on {container.address}:22 after {SSHD_TIMEOUT:.0f} s; "
+                       f"its log:\n{(logs.stdout + logs.stderr).strip()}")
 
 
 def stop_instance(instance_id: str) -> None:
@@ -172,6 +190,7 @@ def stop_instance(instance_id: str) -> None:
 def resume_instance(instance_id: str) -> None:
     if instance_id in _containers:
         dockerd.docker("start", _containers[instance_id].name, timeout=60)
+        _wait_for_sshd(_containers[instance_id])
 
 
 def remove_instance(instance_id: str) -> None:
