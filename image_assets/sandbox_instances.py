@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import itertools
 import json
 import os
 import socket
@@ -29,8 +30,8 @@ from image_assets import dockerd, sandbox_images
 
 PORT_LABEL = "image-assets.sandbox-port"
 INSTANCE_LABEL = "image-assets.sandbox-instance"
-COMMITTED_REPO = "image-assets/sandbox-ami"
-SSHD_TIMEOUT = 30.0  # committed images: COMMITTED_REPO-<port>:<ami id>
+COMMITTED_REPO = "image-assets/sandbox-ami"  # committed images: COMMITTED_REPO-<port>:<ami id>
+SSHD_TIMEOUT = 30.0
 
 # The container's command: authorize the key, make host keys once, run sshd on the address.
 _SSH_INIT = r"""
@@ -38,7 +39,8 @@ set -e
 address=$1 key=$2
 if [ -n "$key" ]; then
   for user in root admin; do
-    home=$(getent passwd "$user" | cut -d: -f6) || continue
+    home=$(getent passwd "$user" | cut -d: -f6)
+    [ -n "$home" ] || continue
     mkdir -p "$home/.ssh"
     touch "$home/.ssh/authorized_keys"
     grep -qxF "$key" "$home/.ssh/authorized_keys" || printf '%s\n' "$key" >> "$home/.ssh/authorized_keys"
@@ -170,16 +172,22 @@ def start_instance(instance_id: str, ami_id: str, public_key: str) -> str:
 def _wait_for_sshd(container: Container) -> None:
     """Return once sshd accepts: packer dials as soon as the instance runs, and after a refused first
     dial it waits 5 s before the next (measured: 5 of a layer's 8 s)."""
-    deadline = time.monotonic() + SSHD_TIMEOUT
-    while time.monotonic() < deadline:
+    started = time.monotonic()
+    why = f"not accepting on {container.address}:22 after {SSHD_TIMEOUT:.0f} s"
+    for attempt in itertools.count():
         with socket.socket() as s:
             s.settimeout(1)
             if s.connect_ex((container.address, 22)) == 0:
                 return
+        if time.monotonic() - started > SSHD_TIMEOUT:
+            break
+        if attempt % 50 == 49 and dockerd.docker("inspect", "--format", "{{.State.Running}}", container.name,
+                                                 check=False, timeout=30).stdout.strip() != "true":
+            why = "exited"  # a broken sshd (config, missing binary): no use waiting
+            break
         time.sleep(0.02)
     logs = dockerd.docker("logs", "--tail", "20", container.name, check=False, timeout=30)
-    raise RuntimeError(f"sshd of {container.name} not accepting on {container.address}:22 after {SSHD_TIMEOUT:.0f} s; "
-                       f"its log:\n{(logs.stdout + logs.stderr).strip()}")
+    raise RuntimeError(f"sshd of {container.name} {why}; its log:\n{(logs.stdout + logs.stderr).strip()}")
 
 
 def stop_instance(instance_id: str) -> None:

@@ -166,6 +166,24 @@ def test_run_instances_of_an_image_gone_from_docker_fails_clearly(backed_sandbox
     assert live == [] and set(containers(backed_sandbox)) == before
 
 
+def test_run_instances_of_an_image_whose_sshd_fails_says_why(backed_sandbox, tmp_path):
+    client = ec2()
+    key = key_pair(client, "broken-sshd", tmp_path)
+    parent = client.run_instances(ImageId=debian_ami(client), MinCount=1, MaxCount=1,
+                                  KeyName="broken-sshd")["Instances"][0]
+    ssh(key, parent["PublicIpAddress"], "echo 'NotAnSshdOption yes' | sudo tee -a /etc/ssh/sshd_config")
+    client.stop_instances(InstanceIds=[parent["InstanceId"]])
+    image = client.create_image(InstanceId=parent["InstanceId"], Name="broken-sshd")["ImageId"]
+    client.terminate_instances(InstanceIds=[parent["InstanceId"]])
+    before = set(containers(backed_sandbox))
+    with pytest.raises(client.exceptions.ClientError) as failed:
+        client.run_instances(ImageId=image, MinCount=1, MaxCount=1)
+    message = failed.value.response["Error"]["Message"]
+    assert "exited; its log:" in message and "Bad configuration option: NotAnSshdOption" in message, message
+    assert set(containers(backed_sandbox)) == before
+    client.deregister_image(ImageId=image)
+
+
 def test_create_image_of_an_instance_whose_container_is_gone_fails_clearly(backed_sandbox):
     client = ec2()
     instance = client.run_instances(ImageId=debian_ami(client), MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
