@@ -1,4 +1,5 @@
-"""Shared fixtures: one real sandbox per test session, demo catalogs in temp dirs, real instances."""
+"""Shared fixtures: one real sandbox per test session (started when first needed), demo catalogs in temp
+dirs, real instances."""
 
 import os
 import shutil
@@ -24,15 +25,37 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def unavailable(why: str):
+    """A tool this machine lacks: its tests skip here, but in CI (CI=true) the run fails."""
+    if in_ci():
+        pytest.fail(f"{why} (CI is set: a missing tool fails the run instead of skipping)", pytrace=False)
+    pytest.skip(why)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tiers by folder: tests/unit is the fast tier (marker `unit`); the rest is integration and system."""
+    unit_dir = Path(__file__).resolve().parent / "unit"
+    for item in items:
+        if unit_dir in Path(item.fspath).resolve().parents:
+            item.add_marker(pytest.mark.unit)
+
+
 @pytest.fixture(scope="session", autouse=True)
-def sandbox_session(tmp_path_factory):
-    """The whole suite talks to its own sandbox on a free port, never the user's on 5055."""
+def session_env(tmp_path_factory):
+    """Every test runs with its session's own sandbox port and state dir, never the user's sandbox on 5055
+    and never their target. Nothing is started here: the sandbox starts when a test asks for it
+    (sandbox_session, cloud) or when a build connects to the store (stores.connect starts it on this port)."""
     state = tmp_path_factory.mktemp("state")
     saved = {k: os.environ.get(k) for k in ("IMAGE_ASSETS_SANDBOX_PORT", "IMAGE_ASSETS_STATE_DIR", "IMAGE_ASSETS_TARGET")}
     os.environ["IMAGE_ASSETS_SANDBOX_PORT"] = str(free_port())
     os.environ["IMAGE_ASSETS_STATE_DIR"] = str(state)
     os.environ.pop("IMAGE_ASSETS_TARGET", None)
-    yield sandbox.endpoint()
+    yield
+    # Stops the session's sandbox if this process or a child (a CLI, a Dagster step) started one; else a no-op.
     sandbox.stop()
     for key, value in saved.items():
         if value is None:
@@ -42,12 +65,18 @@ def sandbox_session(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def docker_daemon(sandbox_session):
+def sandbox_session(session_env) -> str:
+    """The session's sandbox, started; its endpoint."""
+    return sandbox.start()
+
+
+@pytest.fixture(scope="session")
+def docker_daemon(session_env):
     """A docker daemon for the local target (started if none answers; stopped only if started here)."""
     try:
         started = dockerd.start()
     except dockerd.DockerUnavailable as exc:
-        pytest.skip(f"docker cannot run on this machine: {exc}")
+        unavailable(f"docker cannot run on this machine: {exc}")
     yield
     if started:
         dockerd.stop()

@@ -3,7 +3,7 @@
 A key path names a key from the top: `runLauncher.type`; a list of maps adds `[]`:
 `dagster-user-deployments.deployments[].image.repository`. Lists of scalars and empty maps are leaves.
 
-Refresh the chart's key set (the fixture tests/test_helm_values.py reads) from a chart's values.yaml,
+Refresh the chart's key set (the fixture tests/unit/test_helm_values.py reads) from a chart's values.yaml,
 e.g. `helm show values dagster/dagster --version V > /tmp/values.yaml`, then:
   python tests/helm_keys.py /tmp/values.yaml "dagster/dagster chart V: helm/dagster/values.yaml of ..." \
     > tests/fixtures/helm/dagster-chart-V-keys.txt

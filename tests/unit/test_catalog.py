@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import PROJECT
 from image_assets.catalog import DEFAULT_CATALOG, CatalogError, load_catalog
 
 TEMPLATE = """
@@ -317,7 +318,7 @@ def test_definitions_load_with_a_broken_template(write, tmp_path):
 
     path = _broken(write, tmp_path)
     code = "import definitions; print(sorted(k.to_user_string() for k in definitions.defs.resolve_asset_graph().get_all_asset_keys()))"
-    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT,
                           env={**os.environ, "IMAGE_ASSETS_CATALOG": str(path)}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "'svc'" in done.stdout and "'global-linux'" in done.stdout
@@ -361,7 +362,7 @@ def test_an_alias_bomb_is_refused_not_expanded(write):
     code = ("import sys\nfrom image_assets.catalog import CatalogError, load_catalog\n"
             "try:\n    load_catalog(sys.argv[1])\nexcept CatalogError as exc:\n    print(exc)\nelse:\n    print('LOADED')\n")
     # In a subprocess with a generous timeout: a regression fails here instead of hanging the suite.
-    done = subprocess.run([sys.executable, "-c", code, str(path)], cwd=Path(__file__).resolve().parent.parent,
+    done = subprocess.run([sys.executable, "-c", code, str(path)], cwd=PROJECT,
                           capture_output=True, text=True, timeout=120)
     message = done.stdout.strip()
     assert done.returncode == 0 and message.startswith(f"{path}: "), done.stdout + done.stderr[-2000:]

@@ -1,17 +1,16 @@
 """deploy/helm/values.yaml uses only keys Dagster's chart defines, and says what the docker deployment says."""
 
 import re
-from pathlib import Path
 
 import yaml
 
-from image_assets import deploy_image
-
+from conftest import PROJECT
 from helm_keys import key_paths, read_keys, unknown_paths
 
-PROJECT = Path(__file__).resolve().parent.parent
+from image_assets import deploy_image
+
 VALUES = PROJECT / "deploy" / "helm" / "values.yaml"
-CHART_KEYS = Path(__file__).parent / "fixtures" / "helm" / "dagster-chart-master-437f92d9-keys.txt"
+CHART_KEYS = PROJECT / "tests" / "fixtures" / "helm" / "dagster-chart-master-437f92d9-keys.txt"
 
 # Chart keys that are free-form maps or lists (Kubernetes objects, env, raw pod/job config, extra
 # instance config): the chart passes their children through, so any child is allowed.

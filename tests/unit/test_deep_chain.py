@@ -7,7 +7,7 @@ import yaml
 from image_assets import lineage
 from image_assets.catalog import load_catalog
 from image_assets.stores import MANAGED_BY, ImageRecord
-from test_git_sensor import VARIABLES, git, only_request, selected, world  # noqa: F401 (fixture)
+from unit.test_git_sensor import VARIABLES, git, only_request, selected, world  # noqa: F401 (fixture)
 
 DEPTH = 1500
 
