@@ -1,0 +1,35 @@
+"""Retries are decided by error type (botocore codes, packer's known failures), never by text elsewhere."""
+
+import botocore.exceptions
+import pytest
+
+from image_assets.packer import is_transient
+from image_assets.stores.ec2 import aws_error_is_transient
+
+
+def client_error(code: str) -> botocore.exceptions.ClientError:
+    return botocore.exceptions.ClientError({"Error": {"Code": code, "Message": "m"}}, "DescribeImages")
+
+
+@pytest.mark.parametrize("code", ["RequestLimitExceeded", "Throttling", "InsufficientInstanceCapacity", "InternalError"])
+def test_throttling_and_capacity_codes_are_transient(code):
+    assert aws_error_is_transient(client_error(code))
+
+
+@pytest.mark.parametrize("code", ["UnauthorizedOperation", "InvalidAMIID.NotFound", "InvalidParameterValue",
+                                  "AuthFailure"])
+def test_request_errors_are_permanent(code):
+    assert not aws_error_is_transient(client_error(code))
+
+
+def test_packer_failures_by_kind():
+    # Error lines as packer 1.6.6 prints them for the amazon-ebs builder.
+    throttled = ["amazon-ebs.aws: Error launching source instance: RequestLimitExceeded: Request limit exceeded.\n"
+                 "\tstatus code: 503, request id: 1"]
+    capacity = ["amazon-ebs.aws: Error launching source instance: InsufficientInstanceCapacity: We currently do not "
+                "have sufficient t3.micro capacity"]
+    ssh = ["amazon-ebs.aws: Timeout waiting for SSH."]
+    script = ["amazon-ebs.sandbox: Script exited with non-zero exit status: 1.Allowed exit codes are: [0]"]
+    template = ["Unsupported argument; An argument named \"foo\" is not expected here."]
+    assert is_transient(throttled) and is_transient(capacity)
+    assert not is_transient(ssh) and not is_transient(script) and not is_transient(template)
