@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 from conftest import materialize
-from test_secrets_masking import shell_needles, shell_secret
+from unit.test_secrets_masking import shell_needles, shell_secret
 
 from image_assets.catalog import load_catalog
 from image_assets.packer import REDACTED
