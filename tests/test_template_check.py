@@ -1,38 +1,21 @@
 """The template contract: `python -m image_assets check-template`, the drop-in file, and the
-packer 1.6.6 behaviour the checks encode (measured here with the null builder)."""
+packer 1.6.6 behaviour the checks encode (measured here with the null builder); the checks that need
+no packer are in tests/unit/test_template_check.py."""
 
 import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import dagster as dg
 import pytest
-from conftest import PROJECT, latest, materialize, write_demo_catalog
+from conftest import latest, materialize, write_demo_catalog
 
-from image_assets import template_check, templates
 from image_assets.catalog import load_catalog
+from unit.test_template_check import byo_template, check_template, every_problem
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-DROP_IN = PROJECT / "packer" / "contrib" / "image-assets.pkr.hcl"
 needs_packer = pytest.mark.skipif(shutil.which("packer") is None, reason="packer is not installed")
-
-
-def check_template(*args, catalog=None):
-    env = {**os.environ, "IMAGE_ASSETS_CATALOG": str(catalog or PROJECT / "images.yaml")}
-    env.pop("IMAGE_ASSETS_TARGET", None)
-    return subprocess.run([sys.executable, "-m", "image_assets", "check-template", *map(str, args)],
-                          capture_output=True, text=True, env=env, cwd=PROJECT, timeout=120)
-
-
-def byo_template(dest: Path) -> Path:
-    """A team's own template (its amazon-ebs.aws source and build) plus the drop-in, copied."""
-    shutil.copytree(FIXTURES / "byo-template", dest)
-    shutil.copy(DROP_IN, dest)
-    return dest
 
 
 # --- every problem at once --------------------------------------------------------------------
@@ -56,13 +39,6 @@ EVERY_PROBLEM = {  # a phrase of each finding the fixture must produce
 }
 
 
-def every_problem(tmp_path) -> Path:
-    template = tmp_path / "every-problem"
-    shutil.copytree(FIXTURES / "every-problem", template)
-    (template / "injected.pkr.hcl").symlink_to("../common/injected.pkr.hcl")  # as `cp -r packer/aws/linux` leaves it
-    return template
-
-
 def test_check_template_lists_every_problem_in_one_run(tmp_path):
     template = every_problem(tmp_path)
     done = check_template(template, "--target", "sandbox", "--json")
@@ -83,90 +59,7 @@ def test_check_template_lists_every_problem_in_one_run(tmp_path):
     assert human.stdout.count("    fix: ") == len(EVERY_PROBLEM)
 
 
-def test_newer_packer_has_the_newer_blocks(tmp_path):
-    found = {f.problem.split("`")[1] for f in template_check.check(every_problem(tmp_path), "sandbox",
-                                                                     packer_version="1.7.2") if "needs packer" in f.problem}
-    assert found == {"hcp_packer_registry"}
-
-
-def test_usage_errors_exit_2(tmp_path):
-    assert check_template(tmp_path / "missing").returncode == 2
-    done = check_template(PROJECT / "packer" / "aws" / "linux", "--image", "no-such-image")
-    assert done.returncode == 2 and "no-such-image" in done.stderr
-
-
-def test_required_variables_count_as_set_by_the_catalog_image(tmp_path):
-    template = byo_template(tmp_path / "byo")
-    (template / "network.pkr.hcl").write_text('variable "vpc_id" {\n  type = string\n}\n\n'
-                                              'variable "api_token" {\n  type      = string\n  sensitive = true\n}\n')
-    without = [f.problem for f in template_check.check(template, "sandbox")]
-    assert without == ["variable 'vpc_id' has no default and is not injected",
-                       "variable 'api_token' has no default and is not injected"]
-    image = SimpleNamespace(variables={"vpc_id": "vpc-1"}, secrets={})
-    assert [f.problem for f in template_check.check(template, "sandbox", image)] == \
-        ["variable 'api_token' has no default and the catalog image does not set it"]
-    image = SimpleNamespace(variables={"vpc_id": "vpc-1"}, secrets={"api_token": {"env": "TOKEN"}})
-    assert template_check.check(template, "sandbox", image) == []
-
-
-def test_paths_rooted_in_locals_variables_and_path_root_pass(tmp_path):
-    template = byo_template(tmp_path / "byo")
-    (template / "more.pkr.hcl").write_text('''
-locals {
-  here     = abspath("${path.root}/files")
-  relative = "files"
-}
-
-build {
-  sources = ["source.amazon-ebs.aws"]
-  name    = "extra"
-  provisioner "shell" {
-    scripts = ["${local.here}/a.sh", "/opt/b.sh", "${var.motd}/c.sh", "${local.relative}/d.sh", "${path.cwd}/e.sh"]
-  }
-  provisioner "file" {
-    source      = "./f.txt"
-    destination = "relative/on/the/instance"
-  }
-}
-''')
-    relative = [f.problem.split("'")[3] for f in template_check.check(template, "sandbox") if "is relative" in f.problem]
-    assert relative == ["${local.relative}/d.sh", "${path.cwd}/e.sh", "./f.txt"]
-
-
-# --- shipped templates and the drop-in ---------------------------------------------------------
-
-
-def test_shipped_templates_meet_the_contract_for_the_targets_they_serve():
-    """aws templates: nothing for any target they have a source for. azure and gcp templates have
-    no source for the project's targets (sandbox, aws and local are EC2 and docker), so they report
-    exactly that and nothing else: building one through this project's targets would build nothing."""
-    for template_dir in sorted({p.parent for p in (PROJECT / "packer").glob("*/*/*.pkr.hcl")}):
-        cloud, family = template_dir.parent.name, template_dir.name
-        for target, source in template_check.SOURCES.items():
-            problems = [f.problem for f in template_check.check(template_dir, target)]
-            if cloud == "aws" and (target != "local" or family == "linux"):
-                assert problems == [], (template_dir, target)
-            else:
-                assert problems == [f"no source {source} (the build runs `packer build -only={source}`)"], \
-                    (template_dir, target, problems)
-    assert check_template(PROJECT / "packer" / "aws" / "linux", "--image", "global-linux").returncode == 0
-
-
-def test_the_sources_are_the_builds():
-    from image_assets import build
-    assert template_check.SOURCES == build.SOURCES
-
-
-def test_the_drop_in_declares_the_injected_variables_as_the_shipped_templates_do():
-    drop_in = templates.declared_variables(DROP_IN.parent)
-    shipped = templates.declared_variables(PROJECT / "packer" / "aws" / "linux")
-    assert set(templates.INJECTED) <= set(drop_in)
-    for name in templates.INJECTED:
-        if name in shipped:
-            assert (drop_in[name].type, drop_in[name].has_default) == (shipped[name].type, shipped[name].has_default), name
-    assert drop_in["content_dirs"].type == "map(string)" and drop_in["content_dirs"].has_default
-    shipped_dirs = {p.parent for p in (PROJECT / "packer").glob("*/*/*.pkr.hcl")}
-    assert DROP_IN.parent not in shipped_dirs  # a template dir globs it: never inside one
+# --- a third-party template with the drop-in, built ---------------------------------------------
 
 
 @needs_packer
