@@ -1,4 +1,5 @@
-"""End-to-end builds: the demo tree through the real CLI, reuse, failures, and the asset graph."""
+"""End-to-end builds: the demo tree through the real CLI, reuse, failures (the asset graph and loading the
+definitions: tests/unit/test_build.py)."""
 
 import os
 import subprocess
@@ -10,7 +11,6 @@ import pytest
 from conftest import PROJECT, latest, materialize, sandbox_inventory, write_demo_catalog
 
 from image_assets.catalog import load_catalog
-from image_assets.defs import build_defs
 
 REQUIRED_TAGS = ["ManagedBy", "ImageName", "ImageLayer", "ImageVersion", "ParentImageId", "RootImageId",
                  "Fingerprint", "GitRefs", "DagsterRunId"]
@@ -143,27 +143,3 @@ def test_missing_packer_binary_says_how_to_install(demo_catalog, instance, monke
     from image_assets.packer import PackerCli, PackerError, resolve_binary
     with pytest.raises(PackerError, match="apt-get install packer"):
         resolve_binary(PackerCli().binary)
-
-
-def test_asset_graph_shape_for_the_demo_catalog():
-    catalog = load_catalog()
-    defs = build_defs(catalog)
-    graph = defs.resolve_asset_graph()
-    keys = {key.path[0] for key in graph.get_all_asset_keys()}
-    assert keys == set(catalog.images)
-    for name, image in catalog.images.items():
-        node = graph.get(dg.AssetKey([name]))
-        assert node.group_name == image.layer.value
-        parents = {key.path[0] for key in node.parent_keys}
-        assert parents == ({image.parent} if image.parent else set())
-        kinds = set(defs.resolve_assets_def(dg.AssetKey([name])).specs_by_key[dg.AssetKey([name])].kinds)
-        assert "aws" in kinds and (("packer" in kinds) != bool(image.vendor))
-
-
-def test_importing_definitions_makes_no_git_cloud_or_packer_call(tmp_path):
-    # With git and packer off PATH and no sandbox port reachable, the import must still succeed.
-    env = {**os.environ, "PATH": str(tmp_path), "IMAGE_ASSETS_SANDBOX_PORT": "1"}
-    code = "import definitions; print(len(definitions.defs.resolve_asset_graph().get_all_asset_keys()))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert int(out.stdout.strip()) == len(load_catalog().images)
