@@ -7,9 +7,9 @@ from image_assets import checks, sandbox
 from image_assets.catalog import load_catalog
 from image_assets.defs import build_defs
 from image_assets.packer import REDACTED, PackerCli
-from test_git_inputs import git
 from test_lifecycle import run, run_checks
-from test_template_check import byo_template
+from unit.test_git_inputs import git
+from unit.test_template_check import byo_template
 
 CHECKS = {"exists_and_available", "tags_complete", "not_revoked", "template_valid", "up_to_date"}
 

@@ -1,5 +1,6 @@
 """The default executor: a run whose steps form a chain runs in the run's process, any other run on
-Dagster's multiprocess executor; both through the real CLI with real packer builds."""
+Dagster's multiprocess executor; both through the real CLI with real packer builds (the executor's
+settings: tests/unit/test_executor.py)."""
 
 import os
 import subprocess
@@ -7,10 +8,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-import pytest
 from conftest import PROJECT, latest, write_demo_catalog
-
-from image_assets import executor
 
 
 def run_cli(home, catalog_path, select, **env):
@@ -57,23 +55,3 @@ def test_a_run_starts_at_most_as_many_steps_as_the_packer_pool_has_slots(tmp_pat
         messages = engine_messages(instance, run)
         assert any("multiprocess executor" in m for m in messages)
         assert not [m for m in messages if "blocked by limit for pool" in m]
-
-
-def test_the_step_limit_follows_the_packer_pool(tmp_path):
-    overrides = {"concurrency": {"pools": {"default_limit": 3}}}
-    with dg.instance_for_test(temp_dir=str(tmp_path), overrides=overrides) as instance:
-        assert executor.steps_at_once(instance, 8) == 3  # the default limit, pool not claimed yet
-        assert executor.steps_at_once(instance, 2) == 2
-        instance.event_log_storage.set_concurrency_slots("packer", 5)  # dagster instance concurrency set
-        assert executor.steps_at_once(instance, 8) == 5
-        instance.event_log_storage.set_concurrency_slots("packer", 12)
-        assert executor.steps_at_once(instance, 8) == 8
-    (tmp_path / "unlimited").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "unlimited")) as instance:
-        assert executor.steps_at_once(instance, 8) == 8
-
-
-def test_an_unknown_executor_name_is_refused(monkeypatch):
-    monkeypatch.setenv("IMAGE_ASSETS_EXECUTOR", "threads")
-    with pytest.raises(ValueError, match="IMAGE_ASSETS_EXECUTOR='threads': choose one of auto, multiprocess, in_process"):
-        executor.executor()
