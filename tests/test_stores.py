@@ -1,9 +1,7 @@
-"""The store interface: nothing above image_assets/stores imports boto3 or botocore, and the EC2
-store answers the interface on the sandbox with typed records."""
+"""The store interface: the EC2 store answers it on the sandbox with typed records (nothing above
+image_assets/stores imports boto3 or botocore: tests/unit/test_stores.py)."""
 
-import ast
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
@@ -11,33 +9,6 @@ from image_assets import lineage, stores
 from image_assets.catalog import VendorQuery
 from image_assets.errors import StoreError
 from image_assets.stores.ec2 import Ec2Store
-
-PACKAGE = Path(stores.__file__).resolve().parent.parent
-STORE_LIBRARIES = {"boto3", "botocore", "docker"}
-
-
-def imported_modules(path: Path) -> set[str]:
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            out.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            out.add(node.module)
-            out.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return out
-
-
-def test_nothing_above_the_store_imports_boto3_or_botocore():
-    above = sorted(PACKAGE.glob("*.py")) + [PACKAGE / "stores" / "__init__.py"]
-    assert len(above) > 10
-    offenders = {path.name: sorted(m for m in imported_modules(path) if m.split(".")[0] in STORE_LIBRARIES)
-                 for path in above}
-    assert {name: mods for name, mods in offenders.items() if mods} == {}
-    # Only the forkserver warm-up names a kind of store: it preloads the EC2 API model.
-    kinds = {f"image_assets.stores.{kind}" for kind in stores.KINDS.values()}
-    naming = {path.name for path in PACKAGE.glob("*.py")
-              if any(m.startswith(tuple(kinds)) for m in imported_modules(path))}
-    assert naming <= {"forkserver_warmup.py"}
 
 
 def test_connect_knows_each_target_and_refuses_others(cloud):
