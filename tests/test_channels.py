@@ -138,7 +138,7 @@ def test_publish_promote_rollback_and_revoke(tmp_path, work_dir, instance):
 
 def test_channels_on_local_are_docker_tags(base_image, tmp_path, work_dir, instance, monkeypatch):
     monkeypatch.delenv("IMAGE_ASSETS_TARGET", raising=False)
-    from test_local_target import CONTENT, write_catalog
+    from unit.test_local_target import CONTENT, write_catalog
     name = f"chan-{uuid.uuid4().hex[:8]}"  # docker tags are daemon-wide: a name of this test's own
     images = {"debian11": {"layer": "vendor", "vendor": {"image": dockerd.BASE_IMAGE}},
               name: {"layer": "global", "parent": "debian11", "template": "packer/aws/linux", "content": CONTENT,
@@ -259,7 +259,7 @@ def test_distribution_is_refused_on_local_and_checked(tmp_path, work_dir, monkey
         load_catalog(write_demo_catalog(tmp_path / "b", edit({"regions": ["eu-west-1"], "accounts": [111122223333]})))
     with pytest.raises(CatalogError, match="'distribute.regions': 'Europe' is not an AWS region"):
         load_catalog(write_demo_catalog(tmp_path / "c", edit({"regions": ["Europe"]})))
-    from test_local_target import CONTENT, write_catalog
+    from unit.test_local_target import CONTENT, write_catalog
     images = {"debian11": {"layer": "vendor", "vendor": {"image": dockerd.BASE_IMAGE}},
               "g": {"layer": "global", "parent": "debian11", "template": "packer/aws/linux", "content": CONTENT,
                     "variables": {"scripts": ["sshd-banner.sh"]}, "distribute": {"regions": ["eu-west-1"]}}}

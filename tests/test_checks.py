@@ -4,7 +4,7 @@ definitions and the inherited image tests: tests/unit/test_checks.py)."""
 import dagster as dg
 
 from conftest import latest, materialize, write_demo_catalog
-from image_assets import checks, sandbox
+from image_assets import checks
 from image_assets.catalog import load_catalog
 from image_assets.packer import REDACTED, PackerCli
 from test_lifecycle import run, run_checks

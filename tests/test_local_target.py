@@ -1,27 +1,14 @@
 """`target: local` through Dagster: the docker store builds a Linux chain (the Debian 11 base ->
-global with the real roles -> a script-only service) with real packer, reuses it, revokes it."""
+global with the real roles -> a script-only service) with real packer, reuses it, revokes it (what a local
+catalog refuses: tests/unit/test_local_target.py)."""
 
 import json
-import shutil
 import uuid
-from pathlib import Path
 
-import pytest
-import yaml
-
-from conftest import PROJECT, latest, materialize
+from conftest import latest, materialize
 from image_assets import dockerd, lifecycle, stores
-from image_assets.catalog import CatalogError, load_catalog
-
-CONTENT = {"ansible": "packer/ansible", "scripts": "packer/scripts/linux", "check": "packer/scripts/content-check.sh"}
-
-
-def write_catalog(dest: Path, images: dict, deployment: str) -> Path:
-    shutil.copytree(PROJECT / "packer", dest / "packer", dirs_exist_ok=True)
-    path = dest / "images.yaml"
-    path.write_text(yaml.safe_dump({"defaults": {"target": "local", "deployment": deployment}, "images": images},
-                                   sort_keys=False))
-    return path
+from image_assets.catalog import load_catalog
+from unit.test_local_target import CONTENT, write_catalog
 
 
 def linux_chain() -> dict:
@@ -33,23 +20,6 @@ def linux_chain() -> dict:
         "service-banner": {"layer": "service", "parent": "global-linux", "template": "packer/aws/linux",
                            "content": CONTENT, "variables": {"scripts": ["sshd-banner.sh"]}},
     }
-
-
-def test_local_catalog_refuses_windows_and_ec2_only_vendors(tmp_path, monkeypatch):
-    monkeypatch.delenv("IMAGE_ASSETS_TARGET", raising=False)
-    images = {"win": {"layer": "vendor", "vendor": {"owners": ["801119661308"], "name": "Windows*"}},
-              "global-windows": {"layer": "global", "parent": "win", "template": "packer/aws/windows",
-                                 "content": {"scripts": "packer/scripts/windows", "check": "packer/scripts/content-check.sh"}}}
-    with pytest.raises(CatalogError, match="vendor.image"):
-        load_catalog(write_catalog(tmp_path, images, "t"))
-    images["win"]["vendor"]["image"] = "some/windows"
-    with pytest.raises(CatalogError, match="global-windows.*docker.local source.*Windows"):
-        load_catalog(write_catalog(tmp_path, images, "t"))
-    with pytest.raises(CatalogError, match="owners and name"):
-        load_catalog(write_catalog(tmp_path, {"v": {"layer": "vendor", "vendor": {"name": "x"}}}, "t"))
-    monkeypatch.setenv("IMAGE_ASSETS_TARGET", "sandbox")
-    with pytest.raises(CatalogError, match="set vendor.owners"):
-        load_catalog(write_catalog(tmp_path, {"v": {"layer": "vendor", "vendor": {"image": "x"}}}, "t"))
 
 
 def test_a_linux_chain_builds_reuses_and_revokes_through_dagster(base_image, tmp_path, work_dir, instance, monkeypatch):

@@ -1,6 +1,7 @@
 """What the local tree's service layer ships: its code without a `.git`, and urllib3 from Debian's
 package (the README: packages come from the Debian mirror). A real build of images.local.yaml's
-python-runtime and service-urllib3 (on the base image: the global layer is not what is tested)."""
+python-runtime and service-urllib3 (on the base image: the global layer is not what is tested). The checkout
+without `.git`: tests/unit/test_service_content.py."""
 
 import shutil
 import uuid
@@ -9,17 +10,10 @@ import pytest
 import yaml
 
 from conftest import PROJECT, latest, materialize
-from image_assets import demo, gitrepos, stores
+from image_assets import demo, stores
 from image_assets.catalog import load_catalog
 
 RUNTIME = "/opt/runtime/python3.10/bin/python"
-
-
-def test_a_checkout_is_the_tagged_tree_without_its_git_dir(tmp_path):
-    bare = tmp_path / "svc.git"
-    commit = demo.make_repo(bare, {"app.py": "print('hi')\n", "lib/util.py": "X = 1\n"})
-    dest = gitrepos.checkout(str(bare), gitrepos.Ref("v1.0.0", commit), tmp_path / "checkout")
-    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*")) == ["app.py", "lib", "lib/util.py"]
 
 
 @pytest.fixture
