@@ -67,7 +67,7 @@ def test_readme_tag_demo_rebuilds_and_promotes(tmp_path, work_dir, instance):
     command, in a copy of the demo project: a change and its tag rebuild the Linux tree, then
     global-linux's build is promoted to stable."""
     def own_region(doc):
-        doc["defaults"]["region"] = "eu-central-1"  # its own images and channels in the session sandbox
+        doc["defaults"]["region"] = "eu-north-1"  # its own images and channels in the session sandbox
     project = tmp_path / "project"
     catalog = load_catalog(write_demo_catalog(project, own_region))
     run(catalog, instance, "al2023*")  # what bin/demo built
@@ -101,5 +101,5 @@ def test_readme_tag_demo_rebuilds_and_promotes(tmp_path, work_dir, instance):
 
     promoted = sh("python -m image_assets promote global-linux --from latest --to stable")
     new_global = latest(instance, "global-linux")["image_id"]
-    assert f"global-linux stable (eu-central-1): promoted (unset) -> {new_global}" in promoted
-    assert connect("sandbox", "eu-central-1").channel_get("global-linux", "stable") == new_global
+    assert f"global-linux stable (eu-north-1): promoted (unset) -> {new_global}" in promoted
+    assert connect("sandbox", "eu-north-1").channel_get("global-linux", "stable") == new_global
