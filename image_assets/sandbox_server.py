@@ -28,7 +28,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
-from image_assets import sandbox_instances
+from image_assets import sandbox_instances, sandbox_ssm
 
 _moto_create_image = AmiBackend.create_image
 _moto_load_amis = AmiBackend._load_amis
@@ -180,6 +180,7 @@ def patch_moto(debian_amis: list[dict] = ()) -> None:
     TaggedEC2Resource.get_tags = _tags_of_resource
     AmisResponse.enable_image_deprecation = _enable_image_deprecation
     AmisResponse.disable_image_deprecation = _disable_image_deprecation
+    sandbox_ssm.patch_moto()  # SSM Run Command runs in the instance's container
 
 
 PUBLISH_PATH = "/image-assets/publish-vendor-image"
