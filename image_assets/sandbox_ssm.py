@@ -60,16 +60,23 @@ def _container(instance_id: str) -> sandbox_instances.Container | None:
 
 def _send_command(self, **kwargs):
     """SendCommand: moto's bookkeeping, then each container instance runs the script in a thread."""
-    instance_ids = list(kwargs.get("instance_ids") or [])
-    containers = {i: _container(i) for i in instance_ids}
-    if instance_ids and any(containers.values()) and kwargs.get("document_name") != DOCUMENT:
-        raise _client_error("InvalidDocument", f"sandbox: only {DOCUMENT} runs on an instance's container, "
-                                               f"not {kwargs.get('document_name')!r}")
-    missing = [i for i, c in containers.items() if c is None]
-    if missing:
-        raise _client_error("InvalidInstanceId", f"sandbox: {', '.join(missing)} not managed by SSM here: "
-                                                 "no running container behind the instance")
+    requested = list(dict.fromkeys(kwargs.get("instance_ids") or []))  # moto extends the list it is given
     command = _moto_send_command(self, **kwargs)
+    if not kwargs.get("targets"):  # moto 5.2.6 adds every instance of the region when Targets is empty
+        command.instance_ids = requested
+        command.invocations = [i for i in command.invocations if i["InstanceId"] in command.instance_ids]
+        command.completed_count = command.target_count = len(command.instance_ids)
+    containers = {i: _container(i) for i in command.instance_ids}
+    problem = None
+    if any(containers.values()) and kwargs.get("document_name") != DOCUMENT:
+        problem = _client_error("InvalidDocument", f"sandbox: only {DOCUMENT} runs on an instance's container, "
+                                                   f"not {kwargs.get('document_name')!r}")
+    elif missing := [i for i, c in containers.items() if c is None]:
+        problem = _client_error("InvalidInstanceId", f"sandbox: {', '.join(missing)} not managed by SSM here: "
+                                                     "no running container behind the instance")
+    if problem:
+        self._commands.remove(command)
+        raise problem
     command.status = command.status_details = "Pending"
     parameters = command.parameters or {}
     script = "\n".join(parameters.get("commands") or [])
@@ -77,6 +84,7 @@ def _send_command(self, **kwargs):
     try:
         limit = int((parameters.get("executionTimeout") or [DEFAULT_EXECUTION_TIMEOUT])[0])
     except ValueError:
+        self._commands.remove(command)
         raise _client_error("InvalidParameters", f"executionTimeout {parameters['executionTimeout']!r} is not "
                                                  "a number of seconds") from None
     for invocation in command.invocations:
