@@ -308,12 +308,24 @@ class _shielded:
         return False
 
 
+# For packer 1.6.6's ansible provisioner: its SSH proxy to the instance offers only an ssh-rsa host
+# key, which OpenSSH 8.8+ refuses by default, and fails ansible's SFTP and OpenSSH 9's scp (measured:
+# "no matching host key type found", then "failed to transfer file"). Only ansible-playbook on the
+# build host reads these (the caller's environment overrides them); they keep ansible's own ssh_args.
+ANSIBLE_ENV = {"ANSIBLE_SSH_ARGS": "-C -o ControlMaster=auto -o ControlPersist=60s -o HostKeyAlgorithms=+ssh-rsa",
+               "ANSIBLE_SSH_TRANSFER_METHOD": "piped"}
+
+
 def build(cli: PackerCli, template_dir: Path, only: str, var_file: Path,
-          env: dict[str, str], redact: Redactor, on_start=None, temp_dir: Path | None = None) -> tuple[str, BuildOutput]:
+          env: dict[str, str], redact: Redactor, on_start=None, temp_dir: Path | None = None,
+          var_files: list[Path] = ()) -> tuple[str, BuildOutput]:
     """One `packer build`; returns the single artifact id or raises PackerError quoting packer.
-    `temp_dir`: packer's temp dir (see PackerRun.start), one the caller can find again."""
-    run = PackerRun(cli, ["build", f"-only={only}", f"-var-file={var_file}", str(template_dir)],
-                    cwd=var_file.parent, env=env, redact=redact, on_start=on_start, temp_dir=temp_dir).start()
+    `temp_dir`: packer's temp dir (see PackerRun.start), one the caller can find again. `var_files`
+    (the template's own) come before `var_file` (the injected values), so those win."""
+    run = PackerRun(cli, ["build", f"-only={only}", *[f"-var-file={f}" for f in var_files], f"-var-file={var_file}",
+                          str(template_dir)],
+                    cwd=var_file.parent, env={**ANSIBLE_ENV, **env}, redact=redact, on_start=on_start,
+                    temp_dir=temp_dir).start()
     out = run.wait()
     failure = run.error(f"packer build of {template_dir}")
     if failure:
