@@ -1,6 +1,7 @@
 """The demo as the README runs it: bin/demo's terminal lines (a real `dagster asset materialize` of
 the demo tree on the sandbox, piped through `python -m image_assets.demo progress` as bin/demo pipes
-it), and the README's tag and channel commands in a copy of the demo project."""
+it), and the tag and channel commands of the README and docs/lifecycle.md, read from those files
+and run as written, in a copy of the demo project."""
 
 import os
 import re
@@ -16,6 +17,14 @@ from image_assets.demo import EVENT_LINE
 from image_assets.stores import connect
 
 BIN = Path(sys.executable).parent
+LIFECYCLE = PROJECT / "docs" / "lifecycle.md"
+
+
+def doc_commands(path: Path, marker: str) -> list[str]:
+    """The commands of the first ```bash block in `path` that holds `marker`, as written there:
+    each line that is not a comment, without its trailing comment."""
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", path.read_text(), re.S) if marker in b)
+    return [re.sub(r"\s+#.*$", "", line) for line in block.splitlines() if line.strip() and not line.startswith("#")]
 
 
 def progress(text: str, env: dict) -> list[str]:
@@ -62,14 +71,22 @@ def test_every_built_image_gets_its_line(tmp_path, work_dir):
     assert done_lines(progress(parents_only, env)) == {name: 1 for name in names}
 
 
-def test_readme_tag_demo_rebuilds_and_promotes(tmp_path, work_dir, instance):
-    """README "Git tags and vendor releases" (by hand) and "Releasing images: channels", command for
-    command, in a copy of the demo project: a change and its tag rebuild the Linux tree, then
-    global-linux's build is promoted to stable."""
+def test_doc_tag_demo_rebuilds_and_promotes(tmp_path, work_dir, instance):
+    """The by-hand tag demo (README "A first walk: a change, its tag, the rebuild", the same commands
+    in docs/lifecycle.md) and docs/lifecycle.md's promote, read from the files and run as written, in
+    a copy of the demo project: a change and its tag rebuild the Linux tree, then global-linux's build
+    is promoted to stable."""
+    walk = doc_commands(LIFECYCLE, "demo cursor")
+    assert doc_commands(PROJECT / "README.md", "demo cursor") == walk
+    cursor_cmd, change_cmd, tag_cmd, preview_cmd, build_cmd, summary_cmd = walk
+    promote_cmd = next(c for c in doc_commands(LIFECYCLE, "promote global-linux") if " promote " in c)
+    assert promote_cmd in doc_commands(PROJECT / "README.md", "promote global-linux")
+
     def own_region(doc):
         doc["defaults"]["region"] = "eu-north-1"  # its own images and channels in the session sandbox
     project = tmp_path / "project"
     catalog = load_catalog(write_demo_catalog(project, own_region))
+    (project / "bin").symlink_to(PROJECT / "bin")  # the docs run bin/tag-release from the project
     run(catalog, instance, "al2023*")  # what bin/demo built
     before = {name: latest(instance, name)["image_id"] for name in LINUX_TREE}
     env = {**os.environ, "IMAGE_ASSETS_CATALOG": str(catalog.path), "DAGSTER_HOME": instance.root_directory,
@@ -81,25 +98,26 @@ def test_readme_tag_demo_rebuilds_and_promotes(tmp_path, work_dir, instance):
         assert done.returncode == 0, f"{command}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
         return done.stdout + done.stderr
 
-    cursor = sh("python -m image_assets.demo cursor").strip()
-    changed = sh("python -m image_assets.demo change ansible-roles")
+    assert cursor_cmd.startswith("cursor=$(")
+    # The cursor's value, for the "$cursor" of the commands below: printed last, on stderr.
+    env["cursor"] = sh(f"{cursor_cmd} && printf '\\n%s\\n' \"$cursor\" >&2").splitlines()[-1]
+    changed = sh(change_cmd)
     assert changed.startswith("ansible-roles: committed ") and "CHANGES += 'demo change at " in changed
-    tag, commit = sh(f"{PROJECT}/bin/tag-release .demo/git/ansible-roles.git").split()
+    tag, commit = sh(tag_cmd).split()
     assert tag == "v1.0.1" and changed.split()[2] == commit[:len(changed.split()[2])]
-    preview = sh(f"dagster sensor preview -m definitions git_tag_sensor --cursor '{cursor}'")
+    preview = sh(preview_cmd)
     assert ("git_tag_sensor: ansible-roles@v1.0.1 -> rebuild global-linux, python310, service-sshd-banner, "
             "service-urllib3") in preview and "run requests for 1 run" in preview
-    built = sh("dagster asset materialize -m definitions --select 'global-linux*' 2>&1 "
-               "| python -m image_assets.demo progress")
+    built = sh(build_cmd)
     assert done_lines(built.splitlines()) == {name: 1 for name in LINUX_TREE}
-    summary = {line.split()[0]: line.split() for line in sh("python -m image_assets.demo summary").splitlines()[1:]}
+    summary = {line.split()[0]: line.split() for line in sh(summary_cmd).splitlines()[1:]}
     for name in LINUX_TREE:  # rebuilt, not reused
         meta = latest(instance, name)
         assert meta["reused"] is False and meta["image_id"] != before[name], name
         assert summary[name][2] == meta["image_id"] and summary[name][4] == "False", summary[name]
     assert "ansible-roles=v1.0.1" in summary["global-linux"]
 
-    promoted = sh("python -m image_assets promote global-linux --from latest --to stable")
+    promoted = sh(promote_cmd)
     new_global = latest(instance, "global-linux")["image_id"]
     assert f"global-linux stable (eu-north-1): promoted (unset) -> {new_global}" in promoted
     assert connect("sandbox", "eu-north-1").channel_get("global-linux", "stable") == new_global

@@ -142,18 +142,18 @@ def test_secrets_leak_nowhere_in_success_and_failures(tmp_path, work_dir, monkey
     assert tree_leaks(tmp_path / "ok", secrets)
 
 
-def _readme_catalog() -> dict:
-    """The catalog example of the README's reference section, as written."""
-    text = (PROJECT / "README.md").read_text()
-    section = text[text.index("## Catalog reference"):]
+def _doc_catalog() -> dict:
+    """The catalog example of docs/catalog.md's reference section, as written."""
+    text = (PROJECT / "docs" / "catalog.md").read_text()
+    section = text[text.index("## Reference"):]
     return yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
 
 
-def test_readme_catalog_example_builds_with_a_json_map_secret(tmp_path, work_dir, instance, monkeypatch, capfd):
-    # The README's global-linux entry as written, over the demo's (which may carry more fields).
-    readme = _readme_catalog()["images"]["global-linux"]
-    assert readme["secrets"] == {"secret_env": {"env": "PIP_TOKEN_JSON"}}
-    catalog = load_catalog(write_demo_catalog(tmp_path / "project", lambda doc: doc["images"]["global-linux"].update(readme)))
+def test_doc_catalog_example_builds_with_a_json_map_secret(tmp_path, work_dir, instance, monkeypatch, capfd):
+    # docs/catalog.md's global-linux entry as written, over the demo's (which may carry more fields).
+    example = _doc_catalog()["images"]["global-linux"]
+    assert example["secrets"] == {"secret_env": {"env": "PIP_TOKEN_JSON"}}
+    catalog = load_catalog(write_demo_catalog(tmp_path / "project", lambda doc: doc["images"]["global-linux"].update(example)))
     token = secret("pip")
     monkeypatch.setenv("PIP_TOKEN_JSON", json.dumps({"PIP_INDEX_URL": f"https://ci:{token}@pypi.example/simple"}))
     result = materialize(catalog, instance, selection="*global-linux")
