@@ -193,7 +193,7 @@ def env_file(path: Path, env: dict[str, str]) -> Path:
 
 @contextmanager
 def code_server(image: str, home: Path, env: dict[str, str], run_env: dict[str, str], docker: str = "docker"):
-    """The code location as the README starts it: `dagster code-server start` in a container of the
+    """The code location as docs/team.md starts it: `dagster code-server start` in a container of the
     user-code image (host networking, DAGSTER_HOME mounted at its own path). `run_env` reaches every
     run container through the location's container context. Yields the workspace.yaml to use."""
     port, name = free_port(), f"image-assets-code-{uuid.uuid4().hex[:8]}"

@@ -1,4 +1,4 @@
-"""`python -m image_assets` as the README writes it, run as a subprocess: the table forms, bad
+"""`python -m image_assets` as the README and docs/ write it, run as a subprocess: the table forms, bad
 arguments, and the sandbox's answers (a real Dagster instance, real packer builds in the sandbox)."""
 
 import os
@@ -30,7 +30,7 @@ def test_lineage_of_an_empty_image_id_is_a_usage_error(demo_catalog, instance):
 
 
 def test_outdated_table_after_a_vendor_release(tmp_path, work_dir, instance):
-    """The README's vendor release, then `python -m image_assets outdated`: the Linux tree is on the
+    """docs/targets.md's vendor release, then `python -m image_assets outdated`: the Linux tree is on the
     old vendor image, and the table lists every image of it."""
     def own_region(doc):
         # A vendor release in a region of its own: other tests of the session find the same al2023.

@@ -1,5 +1,5 @@
 """What the local tree's service layer ships: its code without a `.git`, and urllib3 from Debian's
-package (the README: packages come from the Debian mirror). A real build of images.local.yaml's
+package (docs/targets.md: packages come from the Debian mirror). A real build of images.local.yaml's
 python-runtime and service-urllib3 (on the base image: the global layer is not what is tested). The checkout
 without `.git`: tests/unit/test_service_content.py."""
 
