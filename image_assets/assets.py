@@ -2,17 +2,18 @@
 
 import inspect
 import json
+import time
 import types
 
 import dagster as dg
 
 from image_assets import build as buildmod
-from image_assets import channels, checks, distribution, stores
+from image_assets import channels, checks, distribution, layer_delta, stores
 from image_assets.catalog import Catalog, CatalogError, gc_paused
 from image_assets.errors import StoreError
 from image_assets.executor import PACKER_POOL
 from image_assets.packer import PackerCli, PackerError
-from image_assets.records import latest_metadata, recorded_git_refs
+from image_assets.records import built_metadata, latest_metadata, recorded_git_refs
 
 GIT_REFS_TAG = "image-assets/git-refs"  # run tag: {repo: "tag@commit"} pinned by the git sensor
 VENDOR_IMAGES_TAG = "image-assets/vendor-images"  # run tag: {vendor asset: image id} pinned by the vendor sensor
@@ -125,6 +126,7 @@ def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
         if key in context.selected_asset_keys:
             built = _build(context, catalog, name, packer)
             metadata, chain, record = built.metadata(), built.chain, built.record
+            metadata.update(_layer_delta(context, catalog, name, built))
         selected = {check.name for check in context.selected_asset_check_keys}
         # The checks run before the materialization is yielded (they read the new image through
         # `metadata`), so what passing them releases (channels) goes into its metadata; their
@@ -141,6 +143,21 @@ def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
 
     return dg.multi_asset(name=name.replace("-", "_"), specs=[spec], check_specs=checks.check_specs(catalog, name),
                           can_subset=True, pool=PACKER_POOL, retry_policy=RETRY_POLICY)(shared_signature(_built))
+
+
+def _layer_delta(context: dg.AssetExecutionContext, catalog: Catalog, name: str, built: buildmod.Built) -> dict:
+    """What the layer changed against its parent (packages, files). A reused image carries the delta
+    its build recorded; it is measured again only when this instance has no record of it."""
+    if built.reused:
+        recorded = built_metadata(context.instance, name, built.image_id) or {}
+        if "layer_delta" in recorded:
+            return {k: recorded[k] for k in layer_delta.METADATA_KEYS if k in recorded}
+    started = time.monotonic()
+    delta = layer_delta.measure(stores.connect(catalog.target, catalog.defaults.region),
+                                built.parent_image_id, built.image_id)
+    context.log.info(f"{name}: layer delta against {built.parent_image_id}: {delta.summary()} "
+                     f"(measured in {time.monotonic() - started:.2f} s)")
+    return delta.metadata()
 
 
 def _release(context: dg.AssetExecutionContext, catalog: Catalog, name: str, built: buildmod.Built,

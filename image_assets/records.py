@@ -20,12 +20,17 @@ def latest_metadata_of(instance: dg.DagsterInstance, names) -> dict[str, dict | 
     return {name: _plain(events.get(dg.AssetKey([name]))) for name in names}
 
 
-def recorded_git_refs(instance: dg.DagsterInstance, name: str, image_id: str, limit: int = 200) -> dict | None:
-    """The git refs recorded when `image_id` was built (its non-reused materialization), if this
+def built_metadata(instance: dg.DagsterInstance, name: str, image_id: str, limit: int = 200) -> dict | None:
+    """Metadata recorded when `image_id` was built (its non-reused materialization), if this
     instance has it among the asset's last `limit` materializations."""
     for record in instance.fetch_materializations(dg.AssetKey([name]), limit=limit).records:
         materialization = record.asset_materialization
         meta = {k: v.value for k, v in (materialization.metadata if materialization else {}).items()}
         if meta.get("image_id") == image_id and meta.get("reused") is False:
-            return meta.get("git_refs")
+            return meta
     return None
+
+
+def recorded_git_refs(instance: dg.DagsterInstance, name: str, image_id: str, limit: int = 200) -> dict | None:
+    """The git refs recorded when `image_id` was built, if this instance has them (built_metadata)."""
+    return (built_metadata(instance, name, image_id, limit) or {}).get("git_refs")
