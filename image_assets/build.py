@@ -27,7 +27,8 @@ from image_assets.catalog import Catalog, CatalogError, check_variables
 from image_assets.errors import StoreError
 
 MANAGED_BY = stores.MANAGED_BY
-SOURCES = {"sandbox": "amazon-ebs.sandbox", "aws": "amazon-ebs.aws", "local": "docker.local"}
+# The sandbox's stand-in for an image no machine runs there (see its build.pkr.hcl).
+NO_MACHINE_TEMPLATE = Path(__file__).resolve().parent.parent / "packer" / "sandbox" / "no-machine"
 WORK_ROOT_ENV = "IMAGE_ASSETS_WORK_DIR"
 TAG_VALUE_MAX = 256  # EC2's limit on a tag value
 RUN_MARK = "IMAGE_ASSETS_BUILD"  # env marker on packer: "<image>/<run id>", to find a dead run's packer
@@ -61,6 +62,7 @@ class Built:
     lineage: list[str] = field(default_factory=list)  # image ids, this one first, from ParentImageId tags
     chain: list[lineagemod.Link] = field(default_factory=list, repr=False)  # the walk behind `lineage`, for checks
     record: stores.ImageRecord | None = field(default=None, repr=False)  # the image as the build last read it, for checks
+    not_provisioned: str = ""  # why the image's template did not run (the sandbox's images without a machine)
 
     def metadata(self) -> dict:
         # The UI lists these in this order: what a platform engineer looks for first (which image, on
@@ -70,6 +72,7 @@ class Built:
             "root_image_id": self.root_image_id, "git_refs": self.git_refs, "lineage": self.lineage,
             "reused": self.reused, "fingerprint": self.fingerprint, "region": self.region,
             "packer_version": self.packer_version, "build_seconds": round(self.build_seconds, 2),
+            "provisioning": f"not run on the sandbox: {self.not_provisioned}" if self.not_provisioned else "ran",
         }
 
 
@@ -296,7 +299,7 @@ def build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: p
     builds of it left is removed first. `run_finished(run_id)` asks Dagster whether a run ended;
     `recorded_refs(image_id)` gives the git refs recorded when an image was built (for a reused
     image whose GitRefs tag is a digest)."""
-    if catalog.target not in SOURCES:
+    if catalog.target not in templates.SOURCE_KINDS:
         raise BuildError(f"image {name!r}: unknown target {catalog.target!r}")
     store = stores.connect(catalog.target, catalog.defaults.region)
     store.check_reachable()  # before the lock: an unreachable target changes nothing on disk
@@ -395,7 +398,8 @@ def _reused(catalog: Catalog, resolved: Resolved, existing: stores.ImageRecord, 
     return Built(existing.id, catalog.defaults.region, tags.get("ParentImageId", resolved.parent.image_id),
                  tags.get("RootImageId", resolved.parent.root_image_id), tags.get("Fingerprint", ""), True,
                  own_refs, cli.version(), 0.0, tags.get("ImageVersion", ""), tags,
-                 *_lineage(store, existing, resolved.parent, parent_image))
+                 *_lineage(store, existing, resolved.parent, parent_image),
+                 not_provisioned=store.no_machine(existing.id) if resolved.target == "sandbox" else "")
 
 
 def _verify(store: stores.Store, name: str, image_id: str, tags: dict[str, str], log) -> stores.ImageRecord:
@@ -444,6 +448,10 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
 
     version = datetime.now(timezone.utc).strftime("%Y%m%d.%H%M%S") + "." + run_id[:8]
     tags = image_tags(catalog, resolved, version, fp, run_id)
+    try:
+        source = templates.target_source(template_dir, target)
+    except templates.TemplateError as exc:
+        raise BuildError(f"image {name!r}, field 'template': {exc}") from None
     declared = templates.declared_variables(template_dir)
     secrets = secret_values(catalog, name, declared)
     redact = packer.Redactor(secrets.values)
@@ -458,6 +466,16 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
                 "content_dirs": {key: str(path) for key, path in resolved.content_dirs.items()}}
     variables.update({k: v for k, v in optional.items() if k in declared})
     variables.update({k: v for k, v in store.build_variables().items() if k in declared and k not in image.variables})
+    no_machine = store.no_machine(parent.image_id) if target == "sandbox" else ""
+    if no_machine:
+        # Nothing can run the template here: the stand-in makes the image (tags, lineage and
+        # children as usual) and the image says its template did not run.
+        log(f"{name}: not running {template_dir} on the sandbox: {no_machine}; building it with the stand-in {NO_MACHINE_TEMPLATE}")
+        template_dir, source = NO_MACHINE_TEMPLATE, "amazon-ebs.no-machine"
+        scripts = image.variables.get("scripts") or []
+        variables = {**{k: variables[k] for k in templates.INJECTED if k in variables}, **optional,
+                     "template": str(resolved.template_dir), "playbook": image.variables.get("playbook", ""),
+                     "scripts": scripts, "os_family": "windows" if any(str(s).endswith(".ps1") for s in scripts) else "linux"}
     work.mkdir(parents=True, exist_ok=True)
     var_file = work / "variables.pkrvars.json"
     fd = os.open(var_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -466,12 +484,15 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
     env = {**store.packer_env(), **secrets.env, RUN_MARK: f"{name}/{run_id}"}
     started = time.monotonic()
     try:
-        artifact, _ = packer.build(cli, template_dir, SOURCES[target], var_file, env, redact,
-                                   on_start=lock.record_packer, temp_dir=_packer_temp_dir(work))
+        with store.watch() as guard:
+            artifact, _ = packer.build(cli, template_dir, source, var_file, env, redact,
+                                       on_start=lambda pgid: (lock.record_packer(pgid), guard(pgid)),
+                                       temp_dir=_packer_temp_dir(work))
     finally:
         var_file.unlink(missing_ok=True)
     # amazon-ebs: "<region>:<ami id>"; docker: the image id itself ("sha256:<hex>")
     image_id = artifact if stores.kind_of(target) == "docker" else artifact.rpartition(":")[2]
     built = _verify(store, name, image_id, tags, log)
     return Built(image_id, region, parent.image_id, parent.root_image_id, fp, False, resolved.git_refs,
-                 cli.version(), time.monotonic() - started, version, tags, *_lineage(store, built, parent, parent_image))
+                 cli.version(), time.monotonic() - started, version, tags, *_lineage(store, built, parent, parent_image),
+                 not_provisioned=no_machine)

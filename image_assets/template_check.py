@@ -20,8 +20,6 @@ from pathlib import Path
 
 from image_assets import templates
 
-# build.SOURCES (a test keeps them equal), not imported: importing build costs ~0.5 s (dagster, via packer).
-SOURCES = {"sandbox": "amazon-ebs.sandbox", "aws": "amazon-ebs.aws", "local": "docker.local"}
 ALWAYS_INJECTED = ("image_name", "image_version", "source_image_id", "region", "tags", "sandbox_endpoint")
 MUST_USE = ("source_image_id", "tags")
 # Blocks and the first packer version that has them.
@@ -93,6 +91,11 @@ class _Files:
             for block in doc.get(kind, []):
                 yield path, block
 
+    def source_names(self) -> list[str]:
+        """Every source as "type.name"."""
+        return [f"{_unquote(kind)}.{_unquote(name)}" for _, block in self.blocks("source")
+                for kind, named in block.items() for name in named]
+
 
 def check(template_dir: Path, target: str, image=None, packer_version: str = "1.6.6") -> list[Finding]:
     """Every way the template breaks the contract for `target` (sandbox | aws | local); with a
@@ -107,9 +110,19 @@ def check(template_dir: Path, target: str, image=None, packer_version: str = "1.
     variables = _variables(files, findings)
     findings += _injected(files, variables)
     findings += _required(files, variables, image)
-    source = SOURCES.get(target)
-    if source is None:
-        findings.append(Finding(str(template_dir), None, f"unknown target {target!r}", f"use one of {sorted(SOURCES)}"))
+    kind = templates.SOURCE_KINDS.get(target)
+    if kind is None:
+        findings.append(Finding(str(template_dir), None, f"unknown target {target!r}",
+                                f"use one of {sorted(templates.SOURCE_KINDS)}"))
+        return findings
+    have = [s for s in files.source_names() if s.partition(".")[0] == kind]  # as templates.target_source
+    if len(have) == 1:
+        source = have[0]
+    else:
+        problem = (f"{len(have)} {kind} sources ({', '.join(have)}): target {target} builds one" if have
+                   else f"no {kind} source (target {target} builds the template's one {kind} source)")
+        findings.append(Finding(str(template_dir), None, problem,
+                                f"keep one source \"{kind}\" used on every target of its kind, listed in one build block without `name`"))
         return findings
     locals_ = {k: v for _, body in files.blocks("locals") for k, v in body.items() if not k.startswith("__")}
     findings += _sources(files, source)
@@ -222,8 +235,7 @@ def _sources(files: _Files, source: str) -> list[Finding]:
         seen[path] = seen.get(path, 0) + 1
     fix = f'define source "{kind}" "{name}" and list "source.{source}" in one build block without `name`'
     if not defined:
-        found.append(Finding(str(files.dir), None, f"no source {source} (the build runs `packer build -only={source}`)",
-                             fix + (f"; {DROP_IN} has the sandbox one" if source == "amazon-ebs.sandbox" else "")))
+        found.append(Finding(str(files.dir), None, f"no source {source} (the build runs `packer build -only={source}`)", fix))
     elif not unnamed:
         where = f"only in build {', '.join(repr(_unquote(b['name'])) for _, _, b in named)}" if named else "in no build block"
         path, line = (named[0][1], build_lines[named[0][0]]) if named else (defined[0], None)

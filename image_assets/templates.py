@@ -50,10 +50,12 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("IMAGE_ASSETS_STATE_DIR") or Path.home() / ".cache" / "image-assets") / "hcl"
 
 
-def _parse(files: list[Path]) -> dict[str, Variable]:
+def _parse(files: list[Path]) -> tuple[dict[str, Variable], list[str]]:
+    """The variables the files declare, and their sources as "type.name"."""
     import hcl2  # lark-based: ~0.3 s to import, so only on a cache miss
 
     found: dict[str, Variable] = {}
+    sources: list[str] = []
     for path in files:
         try:
             with path.open() as handle:
@@ -64,7 +66,10 @@ def _parse(files: list[Path]) -> dict[str, Variable]:
             for raw_name, body in block.items():
                 name = raw_name.strip('"')
                 found[name] = Variable(name, bool(body.get("sensitive")), "default" in body, _type_expr(body.get("type")))
-    return found
+        for block in doc.get("source", []):
+            for kind, named in block.items():
+                sources += [f"{kind.strip(chr(34))}.{name.strip(chr(34))}" for name in named]
+    return found, sources
 
 
 def _where(path: Path, exc: Exception) -> str:
@@ -108,23 +113,45 @@ def _once(kind: str, template_dir: Path, compute):
 def declared_variables(template_dir: Path) -> dict[str, Variable]:
     """Variables the template declares. Parsing HCL costs ~0.1 s a file and every code-location
     load needs it, so results are cached on disk by the digest of the files' contents."""
-    return _once("declared", template_dir, lambda: _declared_variables(template_dir))
+    return _once("declared", template_dir, lambda: _read(template_dir)[0])
 
 
-def _declared_variables(template_dir: Path) -> dict[str, Variable]:
+def sources(template_dir: Path) -> list[str]:
+    """The template's sources, as "type.name" (e.g. "amazon-ebs.aws")."""
+    return _once("sources", template_dir, lambda: _read(template_dir)[1])
+
+
+# The kind of source each target builds: one per template, whatever its name.
+SOURCE_KINDS = {"sandbox": "amazon-ebs", "aws": "amazon-ebs", "local": "docker"}
+
+
+def target_source(template_dir: Path, target: str) -> str:
+    """The one source of the template the target builds: its amazon-ebs source on the sandbox and
+    on AWS alike, its docker source on the local target."""
+    kind = SOURCE_KINDS[target]
+    found = [s for s in sources(template_dir) if s.partition(".")[0] == kind]
+    if len(found) != 1:
+        have = ", ".join(sources(template_dir)) or "none"
+        raise TemplateError(f"{template_dir}: target {target!r} builds the template's one {kind!r} source; "
+                            f"it has {len(found) or 'no'} {kind!r} sources (sources: {have})")
+    return found[0]
+
+
+def _read(template_dir: Path) -> tuple[dict[str, Variable], list[str]]:
     files = template_files(Path(template_dir).resolve())
     digest = hashlib.sha256(b"".join(p.read_bytes() + b"\0" for p in files)).hexdigest()
     if digest in _memo:
         return _memo[digest]
-    cached = _cache_dir() / f"{digest}.v2.json"  # v2: variables carry their type
+    cached = _cache_dir() / f"{digest}.v3.json"  # v3: variables with their type, and the sources
     try:
-        found = {v["name"]: Variable(**v) for v in json.loads(cached.read_text())}
+        doc = json.loads(cached.read_text())
+        found = {v["name"]: Variable(**v) for v in doc["variables"]}, list(doc["sources"])
     except (OSError, ValueError, TypeError, KeyError):
         found = _parse(files)
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps([asdict(v) for v in found.values()]))
+            tmp.write_text(json.dumps({"variables": [asdict(v) for v in found[0].values()], "sources": found[1]}))
             tmp.replace(cached)
         except OSError:
             pass  # a read-only home only costs the parse next time
@@ -132,7 +159,7 @@ def _declared_variables(template_dir: Path) -> dict[str, Variable]:
     return found
 
 
-_memo: dict[str, dict[str, Variable]] = {}
+_memo: dict[str, tuple[dict[str, Variable], list[str]]] = {}
 
 
 def content_digest(path: Path) -> str:

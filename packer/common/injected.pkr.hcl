@@ -34,7 +34,7 @@ variable "tags" {
 variable "sandbox_endpoint" {
   type        = string
   default     = ""
-  description = "EC2 endpoint of the local emulator, used by the amazon-ebs.sandbox source only."
+  description = "EC2 endpoint of the sandbox (the local emulator); empty on AWS. An amazon-ebs source sets custom_endpoint_ec2 to it."
 }
 
 variable "input_dirs" {

@@ -45,7 +45,7 @@ locals {
   # Provisioning content reaches the template through var.content_dirs (the catalog's `content`
   # field), never through where the template sits, so a copied template directory builds the same.
   # Names: scripts (shell scripts and helpers), ansible (playbooks and roles; needed only when a
-  # playbook is set); the aws template's sandbox source also reads check (the content check).
+  # playbook is set).
   scripts_dir = var.content_dirs["scripts"]
   # Optional (only a playbook reads it): without it a playbook fails on a path that says why.
   ansible_dir = lookup(var.content_dirs, "ansible", "/no-ansible-in-the-image-content")

@@ -3,9 +3,12 @@ shipped templates and the drop-in file. The checks that read packer's version an
 measured behaviour are in tests/test_template_check.py."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+
+import pytest
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +18,8 @@ from image_assets import template_check, templates
 
 FIXTURES = PROJECT / "tests" / "fixtures"
 DROP_IN = PROJECT / "packer" / "contrib" / "image-assets.pkr.hcl"
+
+NO_MACHINE = PROJECT / "packer" / "sandbox" / "no-machine"
 
 
 def check_template(*args, catalog=None):
@@ -92,24 +97,41 @@ build {
 
 
 def test_shipped_templates_meet_the_contract_for_the_targets_they_serve():
-    """aws templates: nothing for any target they have a source for. azure and gcp templates have
-    no source for the project's targets (sandbox, aws and local are EC2 and docker), so they report
-    exactly that and nothing else: building one through this project's targets would build nothing."""
-    for template_dir in sorted({p.parent for p in (PROJECT / "packer").glob("*/*/*.pkr.hcl")}):
+    """aws templates: nothing for any target they have a source for (one amazon-ebs source serves the
+    sandbox and aws alike). azure and gcp templates have no source for the project's targets
+    (sandbox, aws and local are EC2 and docker), so they report exactly that and nothing else."""
+    for template_dir in sorted({p.parent for p in (PROJECT / "packer").glob("*/*/*.pkr.hcl")} - {NO_MACHINE}):
         cloud, family = template_dir.parent.name, template_dir.name
-        for target, source in template_check.SOURCES.items():
+        for target, kind in templates.SOURCE_KINDS.items():
             problems = [f.problem for f in template_check.check(template_dir, target)]
             if cloud == "aws" and (target != "local" or family == "linux"):
                 assert problems == [], (template_dir, target)
             else:
-                assert problems == [f"no source {source} (the build runs `packer build -only={source}`)"], \
+                assert problems == [f"no {kind} source (target {target} builds the template's one {kind} source)"], \
                     (template_dir, target, problems)
     assert check_template(PROJECT / "packer" / "aws" / "linux", "--image", "global-linux").returncode == 0
 
 
-def test_the_sources_are_the_builds():
-    from image_assets import build
-    assert template_check.SOURCES == build.SOURCES
+def test_a_target_builds_the_one_source_of_its_kind_whatever_its_name(tmp_path):
+    assert templates.target_source(PROJECT / "packer" / "aws" / "linux", "sandbox") == "amazon-ebs.aws"
+    assert templates.target_source(PROJECT / "packer" / "aws" / "linux", "local") == "docker.local"
+    two = tmp_path / "two"
+    two.mkdir()
+    (two / "s.pkr.hcl").write_text('source "amazon-ebs" "a" {}\nsource "amazon-ebs" "b" {}\n')
+    with pytest.raises(templates.TemplateError, match=r"it has 2 'amazon-ebs' sources \(sources: amazon-ebs.a, amazon-ebs.b\)"):
+        templates.target_source(two, "aws")
+    assert [f.problem for f in template_check.check(two, "sandbox") if "sources" in f.problem] == \
+        ["2 amazon-ebs sources (amazon-ebs.a, amazon-ebs.b): target sandbox builds one"]
+
+
+def test_the_drop_in_is_the_shared_injected_declarations():
+    """One set of injected declarations: the drop-in users copy is packer/common/injected.pkr.hcl
+    after its own header, word for word."""
+    shared = (PROJECT / "packer" / "common" / "injected.pkr.hcl").read_text()
+    drop_in = DROP_IN.read_text()
+    first = 'variable "image_name"'
+    assert drop_in[drop_in.index(first):] == shared[shared.index(first):]
+    assert not re.search(r"^\s*(source|build)\b", drop_in, re.MULTILINE)  # variables only
 
 
 def test_the_drop_in_declares_the_injected_variables_as_the_shipped_templates_do():

@@ -11,7 +11,8 @@ import pytest
 from conftest import PROJECT
 
 PACKER_DIR = PROJECT / "packer"
-TEMPLATE_DIRS = sorted({p.parent for p in PACKER_DIR.glob("*/*/*.pkr.hcl")})
+# The templates images are built from (the sandbox's stand-in is the build's own, tested with it).
+TEMPLATE_DIRS = sorted({p.parent for p in PACKER_DIR.glob("*/*/*.pkr.hcl")} - {PACKER_DIR / "sandbox" / "no-machine"})
 CONTENT_CHECK = PACKER_DIR / "scripts" / "content-check.sh"
 INJECTED = {"image_name", "image_version", "source_image_id", "region", "tags", "sandbox_endpoint"}
 

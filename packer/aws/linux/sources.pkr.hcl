@@ -1,5 +1,7 @@
-# Real AWS: a temporary instance (with packer's temporary key pair and security group),
-# reached over SSH; the remote provisioners in build.pkr.hcl run here.
+# AWS and the sandbox alike: a temporary instance (with packer's temporary key pair and security
+# group), reached over SSH; every provisioner in build.pkr.hcl runs there. On the sandbox the
+# instance is a container on a loopback address, and var.sandbox_endpoint points packer at the
+# sandbox's EC2 API (on AWS it is empty: AWS's own endpoints and credential checks).
 source "amazon-ebs" "aws" {
   region          = var.region
   source_ami      = var.source_image_id
@@ -10,25 +12,10 @@ source "amazon-ebs" "aws" {
   ssh_username    = var.ssh_username
   ssh_timeout     = "15m"
 
-  tags            = var.tags
-  run_tags        = var.tags
-  run_volume_tags = var.tags
-  snapshot_tags   = var.tags
-}
-
-# Local EC2 emulator: same image plumbing (instance, AMI, snapshots, tags), no communicator.
-# Remote provisioners carry only = ["amazon-ebs.aws"]; this source runs the content check.
-source "amazon-ebs" "sandbox" {
-  region                     = var.region
-  source_ami                 = var.source_image_id
-  instance_type              = var.instance_type
-  ami_name                   = local.ami_name
-  ami_description            = "${var.image_name} ${var.image_version} (image-assets sandbox)"
-  communicator               = "none"
   custom_endpoint_ec2        = var.sandbox_endpoint
-  skip_credential_validation = true
-  skip_metadata_api_check    = true
-  skip_region_validation     = true
+  skip_credential_validation = var.sandbox_endpoint != ""
+  skip_metadata_api_check    = var.sandbox_endpoint != ""
+  skip_region_validation     = var.sandbox_endpoint != ""
 
   tags            = var.tags
   run_tags        = var.tags

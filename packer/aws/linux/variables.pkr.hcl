@@ -13,8 +13,9 @@ variable "instance_type" {
 }
 
 variable "ssh_username" {
-  type    = string
-  default = "ec2-user"
+  type        = string
+  default     = "admin"
+  description = "The login of the parent image: admin on Debian's AMIs, ec2-user on Amazon Linux."
 }
 
 locals {

@@ -1,4 +1,4 @@
-# Real AWS: a temporary instance (temporary key pair and security group) reached over WinRM
+# AWS: a temporary instance (temporary key pair and security group) reached over WinRM
 # HTTPS, set up by the user data below; packer reads the Administrator password with the key pair.
 source "amazon-ebs" "aws" {
   region          = var.region
@@ -14,25 +14,12 @@ source "amazon-ebs" "aws" {
   winrm_insecure  = true
   winrm_timeout   = "30m"
 
-  tags            = var.tags
-  run_tags        = var.tags
-  run_volume_tags = var.tags
-  snapshot_tags   = var.tags
-}
-
-# Local EC2 emulator: same image plumbing (instance, AMI, snapshots, tags), no communicator.
-# Remote provisioners carry only = ["amazon-ebs.aws"]; this source runs the content check.
-source "amazon-ebs" "sandbox" {
-  region                     = var.region
-  source_ami                 = var.source_image_id
-  instance_type              = var.instance_type
-  ami_name                   = local.ami_name
-  ami_description            = "${var.image_name} ${var.image_version} (image-assets sandbox)"
-  communicator               = "none"
+  # The sandbox builds Windows images without running this template (no machine runs Windows
+  # there), so this source only ever talks to AWS; the endpoint is here for one contract.
   custom_endpoint_ec2        = var.sandbox_endpoint
-  skip_credential_validation = true
-  skip_metadata_api_check    = true
-  skip_region_validation     = true
+  skip_credential_validation = var.sandbox_endpoint != ""
+  skip_metadata_api_check    = var.sandbox_endpoint != ""
+  skip_region_validation     = var.sandbox_endpoint != ""
 
   tags            = var.tags
   run_tags        = var.tags
