@@ -55,8 +55,9 @@ def session_env(tmp_path_factory):
     os.environ["IMAGE_ASSETS_STATE_DIR"] = str(state)
     os.environ.pop("IMAGE_ASSETS_TARGET", None)
     yield
-    # Stops the session's sandbox if this process or a child (a CLI, a Dagster step) started one; else a no-op.
-    sandbox.stop()
+    # Stops the session's sandbox if this process or a child (a CLI, a Dagster step) started one, and
+    # forgets the images it kept (state file, committed container images); else a no-op.
+    sandbox.stop(forget=True)
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -79,6 +80,8 @@ def docker_daemon(session_env):
         unavailable(f"docker cannot run on this machine: {exc}")
     yield
     if started:
+        # The session's sandbox first, while docker can still remove its containers and images.
+        sandbox.stop(forget=True)
         dockerd.stop()
 
 
@@ -103,11 +106,25 @@ def work_dir(tmp_path, monkeypatch):
     return work
 
 
-def write_demo_catalog(dest: Path, edit=None) -> Path:
-    """The demo catalog in `dest`, with its templates and repos copied there (each test owns them)."""
+# Moto's Amazon Linux AMI: no machine runs it on the sandbox, so a tree on it builds in seconds
+# without running its template (the stand-in build).
+AL2023 = {"layer": "vendor", "description": "Amazon Linux 2023, as published by Amazon",
+          "vendor": {"owners": ["amazon"], "name": "al2023-ami-2023.*-kernel-6.1-x86_64"}}
+
+
+def write_demo_catalog(dest: Path, edit=None, machines: bool = False) -> Path:
+    """The demo catalog in `dest`, with its templates and repos copied there (each test owns them).
+    Its Linux tree is on Debian 11, whose builds run every provisioner in containers, with
+    `machines`; otherwise on al2023 (moto's, no machine): the tree's shape for tests of sensors,
+    lineage, channels and the CLI, built in seconds."""
     shutil.copytree(PROJECT / "packer", dest / "packer", dirs_exist_ok=True)
+    shutil.copytree(PROJECT / "compliance", dest / "compliance", dirs_exist_ok=True)
     demo.create_demo_repos(dest)
     doc = yaml.safe_load((PROJECT / "images.yaml").read_text())
+    if not machines:
+        doc["images"] = {("al2023" if name == "debian-11" else name): (AL2023 if name == "debian-11" else image)
+                         for name, image in doc["images"].items()}
+        doc["images"]["global-linux"]["parent"] = "al2023"
     if edit:
         edit(doc)
     path = dest / "images.yaml"

@@ -6,6 +6,7 @@ to docker: callers get a Store from `connect(target, region)` and read ImageReco
 from __future__ import annotations
 
 import abc
+import contextlib
 import importlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -91,6 +92,12 @@ class Store(abc.ABC):
         the catalog does not."""
         return {}
 
+    def watch(self) -> contextlib.AbstractContextManager:
+        """Around a packer build: yields guard(pgid), told packer's process group once it runs. A store
+        whose endpoint can vanish mid-build (the sandbox) stops packer at once then and raises a
+        StoreError saying so, instead of packer's cleanup retrying a dead endpoint."""
+        return contextlib.nullcontext(lambda pgid: None)
+
     @abc.abstractmethod
     def newest_vendor_image(self, query) -> ImageRecord:
         """The newest image matching a catalog vendor query; StoreError when none does."""
@@ -152,6 +159,12 @@ class Store(abc.ABC):
     # (export_filesystem); "" when it can.
     cannot_run: str = "this target cannot run images"
     cannot_export: str = "this target cannot unpack an image's filesystem"
+
+    def no_machine(self, image_id: str) -> str:
+        """Why no machine can run this image here (the sandbox's images that no container backs:
+        Windows, the vendor AMIs moto ships, and every layer built on them); "" when one can.
+        Such an image is built without its template and never tested or scanned, and says so."""
+        return ""
 
     def run_commands(self, image_id: str, commands: list[str], timeout: float) -> list[CommandResult]:
         """Run each command, in order, inside one throwaway instance of the image."""

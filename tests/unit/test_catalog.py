@@ -330,10 +330,10 @@ def test_content_the_template_reads_must_be_named(tmp_path):
     from conftest import write_demo_catalog
 
     def edit(doc):
-        doc["images"]["service-sshd-banner"]["content"] = {"scripts": "packer/scripts/linux"}
+        doc["images"]["service-sshd-banner"]["content"] = {"ansible": "packer/ansible"}
     message = error_of(write_demo_catalog(tmp_path / "p", edit))
-    assert "image 'service-sshd-banner', field 'content'" in message and "'check'" in message
-    assert "'scripts'" not in message.split("reads", 1)[1].split("from")[0]
+    assert "image 'service-sshd-banner', field 'content'" in message and "'scripts'" in message
+    assert "'ansible'" not in message.split("reads", 1)[1].split("from")[0]
 
 
 def test_a_sensitive_value_of_the_wrong_type_is_not_quoted(write, tmp_path):

@@ -19,9 +19,13 @@ def test_definitions_carry_the_checks_jobs_and_schedule_cheaply(demo_catalog, mo
     assert not sandbox.is_running(9)
     graph = defs.resolve_asset_graph()
     built = [n for n, img in demo_catalog.images.items() if img.parent]
-    assert {(k.asset_key.path[-1], k.name) for k in graph.asset_check_keys} == {(n, c) for n in built for c in CHECKS}
+    # The Linux tree declares image tests and compliance on global-linux; every image below inherits them.
+    tested = {"global-linux", "python310", "service-urllib3", "service-sshd-banner"}
+    assert {(k.asset_key.path[-1], k.name) for k in graph.asset_check_keys} == \
+        {(n, c) for n in built for c in CHECKS} | {(n, c) for n in tested for c in ("image_tests", "compliance")}
     specs = {s.name: s for s in checks.check_specs(demo_catalog, "python310")}
-    assert {n for n, s in specs.items() if s.blocking} == {"exists_and_available", "tags_complete", "not_revoked"}
+    assert {n for n, s in specs.items() if s.blocking} == {"exists_and_available", "tags_complete", "not_revoked",
+                                                          "image_tests", "compliance"}
     assert defs.resolve_job_def("revoke_image") and defs.resolve_job_def("image_retention")
     build = defs.resolve_job_def("build_images")  # the named job API clients launch
     assert {k.path[-1] for k in build.asset_layer.executable_asset_keys} == set(demo_catalog.images)
