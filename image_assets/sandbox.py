@@ -2,7 +2,8 @@
 
 It outlives the process that started it (own session, stdio to a log file), so builds in
 later runs find it; `stop()` works from any process through the per-port pidfile.
-CLI: `python -m image_assets.sandbox start|stop|status [--port N]`, and
+The images it builds are kept across restarts (sandbox_state); `reset` stops it and forgets them.
+CLI: `python -m image_assets.sandbox start|stop|status|reset [--port N]`, and
 `python -m image_assets.sandbox publish-vendor IMAGE` to show a vendor release on the sandbox.
 """
 
@@ -17,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -44,6 +46,11 @@ def port() -> int:
 
 def endpoint(port: int | None = None) -> str:
     return f"http://127.0.0.1:{_port(port)}"
+
+
+def port_of(endpoint: str) -> int:
+    """The port of a sandbox endpoint URL (http://127.0.0.1:PORT)."""
+    return int(endpoint.rstrip("/").rpartition(":")[2])
 
 
 def _port(p: int | None) -> int:
@@ -196,9 +203,10 @@ def _kill(pid: int) -> None:
     raise RuntimeError(f"sandbox server pid {pid} did not exit")
 
 
-def stop(port: int | None = None) -> bool:
+def stop(port: int | None = None, forget: bool = False) -> bool:
     """Stop the server recorded in the port's pidfile and remove its instances' containers; True if
-    a server was stopped."""
+    a server was stopped. The images it made are kept for its next start (sandbox_state), unless
+    `forget`: then they go too, with their committed container images."""
     p = _port(port)
     with _locked(p):
         pid = _read_pid(p)
@@ -206,24 +214,85 @@ def stop(port: int | None = None) -> bool:
             _kill(pid)
         _paths(p)[0].unlink(missing_ok=True)
         _children.pop(p, None)
-        _remove_containers(p)
+        _remove_containers(p, forget)
     return pid is not None
 
 
-def _remove_containers(p: int) -> None:
-    from image_assets import sandbox_instances  # docker only where a server of this port ran
+def _remove_containers(p: int, forget: bool) -> None:
+    from image_assets import sandbox_instances, sandbox_state  # docker only where a server of this port ran
 
+    keep = set() if forget else sandbox_state.image_ids(p)
+    if forget:
+        sandbox_state.forget(p)
     backing = sandbox_instances.backing_file(p)
     if not backing.exists():
         return
     try:
-        removed = sandbox_instances.remove_all(p)
+        removed = sandbox_instances.remove_all(p, keep)
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         print(f"sandbox: could not remove the containers of the sandbox on port {p}: {exc}", file=sys.stderr)
         return
     backing.unlink(missing_ok=True)
     if removed:
         print(f"sandbox: removed {len(removed)} instance container(s) of the sandbox on port {p}", file=sys.stderr)
+
+
+START_HINT = "python -m image_assets.sandbox start"
+
+
+def down_message(p: int, what: str) -> str:
+    """What to say when the sandbox on port p is not there: its endpoint and how to start it."""
+    return (f"the sandbox EC2 endpoint {endpoint(p)} {what}; start it with `{START_HINT}`"
+            + ("" if p == DEFAULT_PORT else f" (IMAGE_ASSETS_SANDBOX_PORT={p})"))
+
+
+class Watch:
+    """Watches the sandbox while packer builds on it. When the server stops listening or another one
+    replaces it, the build's instance is gone and packer's cleanup would only retry calls to a dead
+    endpoint (measured: minutes), so packer's process group is killed at once and `down` says why.
+    Use: `with Watch(port) as watch: ... on_start=watch.guard ...` (told packer's process group)."""
+
+    INTERVAL = 0.5
+    MISSES = 2  # consecutive refused connections: one may be a server busy accepting
+
+    def __init__(self, port: int | None = None):
+        self.port = _port(port)
+        self.down = ""
+        self._pgid: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._server = _read_pid(self.port)
+
+    def guard(self, pgid: int) -> None:
+        self._pgid = pgid
+        self._thread = threading.Thread(target=self._run, name=f"sandbox-watch-{self.port}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        misses = 0
+        while not self._stop.wait(self.INTERVAL):
+            misses = 0 if _listening(self.port) else misses + 1
+            server = _read_pid(self.port)
+            if misses >= self.MISSES:
+                self.down = down_message(self.port, "stopped answering during the build")
+            elif self._server is not None and server is not None and server != self._server:
+                self.down = down_message(self.port, f"was restarted during the build (server pid {self._server} "
+                                                    f"is now {server}): the build's instance is gone")
+            if self.down:
+                try:
+                    os.killpg(self._pgid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                return
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        return False
 
 
 def publish_vendor_image(owners: list[str], name: str, region: str = "us-east-1", port: int | None = None) -> dict:
@@ -272,6 +341,8 @@ def _publish_vendor(name: str | None, catalog_path: str | None, p: int) -> int:
 
 
 def status(port: int | None = None) -> dict:
+    from image_assets import sandbox_state  # reads the state file only
+
     p = _port(port)
     return {
         "running": is_running(p),
@@ -279,12 +350,19 @@ def status(port: int | None = None) -> dict:
         "port": p,
         "endpoint": endpoint(p),
         "log": str(_paths(p)[2]),
+        "kept_images": len(sandbox_state.image_ids(p)),
+        "state": str(sandbox_state.state_file(p)),
     }
+
+
+def _kept(s: dict) -> str:
+    return (f"keeps {s['kept_images']} image(s) it built across restarts ({s['state']}; "
+            f"`python -m image_assets.sandbox reset` forgets them)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m image_assets.sandbox")
-    parser.add_argument("command", choices=["start", "stop", "status", "publish-vendor"])
+    parser.add_argument("command", choices=["start", "stop", "status", "reset", "publish-vendor"])
     parser.add_argument("image", nargs="?", help="publish-vendor: the catalog's vendor image, e.g. al2023")
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--catalog", default=None, help="publish-vendor: the catalog (default images.yaml "
@@ -300,14 +378,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"sandbox: failed to start: {e}", file=sys.stderr)
             return 1
         s = status(p)
-        print(f"sandbox running at {s['endpoint']} (pid {s['pid']}, log {s['log']})")
-    elif args.command == "stop":
-        stopped = stop(p)
-        print(f"sandbox on port {p} {'stopped' if stopped else 'was not running (no pidfile process)'}")
+        print(f"sandbox running at {s['endpoint']} (pid {s['pid']}, log {s['log']}); {_kept(s)}")
+    elif args.command in ("stop", "reset"):
+        stopped = stop(p, forget=args.command == "reset")
+        print(f"sandbox on port {p} {'stopped' if stopped else 'was not running (no pidfile process)'}"
+              + ("; the images it built are forgotten" if args.command == "reset" else f"; {_kept(status(p))}"))
     else:
         s = status(p)
         if s["running"]:
-            print(f"sandbox running at {s['endpoint']} (pid {s['pid']}, log {s['log']})")
+            print(f"sandbox running at {s['endpoint']} (pid {s['pid']}, log {s['log']}); {_kept(s)}")
         else:
             print(f"sandbox not running on port {p} (log {s['log']})")
         return 0 if s["running"] else 1

@@ -5,7 +5,7 @@ sandbox_images made) and every AMI CreateImage makes from a backed instance (`do
 RunInstances of a backed AMI starts a container from it with the host's network, running sshd in
 the foreground on a loopback address of its own (127.H.L.N, H.L the sandbox's port, N per instance:
 two sandboxes never share an address), with the key pair's public key authorized for `admin` and
-root. Stop, start and terminate stop, start and remove the container.
+root. Stop, start, reboot and terminate stop, start, restart and remove the container.
 
 The AMI -> container image map is kept in the server and in backing_file(port) (JSON), for the
 store and tests. Containers and committed images carry the sandbox's port as a label, so
@@ -86,28 +86,46 @@ def _save() -> None:
     os.replace(tmp, path)
 
 
-def configure(port: int) -> list[dict]:
-    """Called once by the server: remove what a dead server on this port left, and return the Debian
+def configure(port: int, keep: set[str] = frozenset()) -> list[dict]:
+    """Called once by the server: remove the containers a dead server on this port left and the
+    committed images of AMIs not in `keep` (the AMIs sandbox_state restores), and return the Debian
     AMIs to serve (Ami keyword arguments), one per sandbox image present in docker."""
     global _port
     _port = port
-    backing_file(port).unlink(missing_ok=True)  # a dead server's map: none of its AMIs exist now
+    backing_file(port).unlink(missing_ok=True)  # a dead server's map: rebuilt from what docker holds
     try:
-        remove_all(port)
+        remove_all(port, keep)
         amis = _vendor_amis()
+        committed = {ami: ref for ami, ref in _committed(port).items() if ami in keep}
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         print(f"sandbox: no Debian AMIs served: docker is unavailable ({exc})", flush=True)
         return []
-    if not amis:
+    if not amis and not committed:
         print("sandbox: no Debian AMIs served: their container images are missing "
               "(bin/setup makes them: python -m image_assets.sandbox_images)", flush=True)
         return []
     with _lock:  # no file where nothing is backed: stop then needs no docker
         _images.update({ami["ami_id"]: ref for ami, ref in amis})
+        _images.update(committed)
         _save()
     for ami, ref in amis:
         print(f"sandbox: serving {ami['ami_id']} {ami['name']} backed by {ref}", flush=True)
+    if committed:
+        print(f"sandbox: {len(committed)} image(s) built before this start still backed by their committed "
+              f"container images", flush=True)
+    lost = sorted(set(keep) - set(committed))
+    if lost:
+        print(f"sandbox: no container image left for {len(lost)} kept image(s) ({', '.join(lost[:5])}"
+              f"{', ...' if len(lost) > 5 else ''}): no machine runs them here", flush=True)
     return [ami for ami, _ref in amis]
+
+
+def _committed(port: int) -> dict[str, str]:
+    """AMI id -> committed container image of the sandbox on `port`, as docker holds them."""
+    repo = f"{COMMITTED_REPO}-{port}"
+    refs = dockerd.docker("images", "--filter", f"reference={repo}", "--format", "{{.Repository}}:{{.Tag}}",
+                          timeout=30).stdout.split()
+    return {ref.rpartition(":")[2]: ref for ref in refs}
 
 
 def _vendor_amis() -> list[tuple[dict, str]]:
@@ -201,6 +219,13 @@ def resume_instance(instance_id: str) -> None:
         _wait_for_sshd(_containers[instance_id])
 
 
+def reboot_instance(instance_id: str) -> None:
+    """RebootInstances: the container restarts (its processes end, sshd comes back on its address)."""
+    if instance_id in _containers:
+        dockerd.docker("restart", "-t", "10", _containers[instance_id].name, timeout=60)
+        _wait_for_sshd(_containers[instance_id])
+
+
 def remove_instance(instance_id: str) -> None:
     with _lock:
         container = _containers.pop(instance_id, None)
@@ -220,6 +245,16 @@ def commit_instance(instance_id: str, ami_id: str) -> None:
         _save()
 
 
+def back_like(ami_id: str, like: str) -> bool:
+    """A vendor's new release of a backed AMI (publish-vendor) is backed by the same image."""
+    with _lock:
+        if like not in _images:
+            return False
+        _images[ami_id] = _images[like]
+        _save()
+    return True
+
+
 def forget_image(ami_id: str) -> None:
     """DeregisterImage: a committed image is removed with its AMI (a vendor image stays)."""
     with _lock:
@@ -231,15 +266,15 @@ def forget_image(ami_id: str) -> None:
     dockerd.docker("rmi", ref, check=False, timeout=120)  # still used by a running child: it stays
 
 
-def remove_all(port: int) -> list[str]:
-    """Remove every container and committed image of the sandbox on `port`; the containers removed."""
+def remove_all(port: int, keep: set[str] = frozenset()) -> list[str]:
+    """Remove every container of the sandbox on `port`, and its committed images but those of the AMIs
+    in `keep` (the images sandbox_state keeps across restarts); the containers removed."""
     label = f"label={PORT_LABEL}={port}"
     containers = dockerd.docker("ps", "-aq", "--filter", label, timeout=30).stdout.split()
     if containers:
         dockerd.docker("rm", "-f", *containers, timeout=120)
     # By name, not id: an image with a committed child cannot be removed by id; untagged, it goes with the child.
-    images = dockerd.docker("images", "--filter", label, "--filter", f"reference={COMMITTED_REPO}-{port}",
-                            "--format", "{{.Repository}}:{{.Tag}}", timeout=30).stdout.split()
+    images = [ref for ami, ref in _committed(port).items() if ami not in keep]
     if images:
         dockerd.docker("rmi", *images, check=False, timeout=120)
     return containers

@@ -28,14 +28,14 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
-from image_assets import sandbox_instances, sandbox_ssm
+from image_assets import sandbox_instances, sandbox_ssm, sandbox_state
 
 _moto_create_image = AmiBackend.create_image
 _moto_load_amis = AmiBackend._load_amis
 _moto_deregister_image = AmiBackend.deregister_image
 _moto_run_instances = InstanceBackend.run_instances
 _moto_instance_start, _moto_instance_stop = Instance.start, Instance.stop
-_moto_instance_terminate = Instance.terminate
+_moto_instance_terminate, _moto_instance_reboot = Instance.terminate, Instance.reboot
 _moto_public_dns, _moto_private_dns = Instance.public_dns_name, Instance.private_dns_name
 _debian_amis: list[dict] = []  # Ami keyword arguments, set once at start (sandbox_instances.configure)
 
@@ -123,6 +123,11 @@ def _instance_stop(self):
     return previous
 
 
+def _instance_reboot(self):
+    _moto_instance_reboot(self)
+    _in_docker(f"RebootInstances of {self.id}", sandbox_instances.reboot_instance, self.id)
+
+
 def _instance_terminate(self):
     previous = _moto_instance_terminate(self)
     _in_docker(f"TerminateInstances of {self.id}", sandbox_instances.remove_instance, self.id)
@@ -174,6 +179,7 @@ def patch_moto(debian_amis: list[dict] = ()) -> None:
     AmiBackend.deregister_image = _deregister_image
     InstanceBackend.run_instances = _run_instances_in_containers
     Instance.start, Instance.stop, Instance.terminate = _instance_start, _instance_stop, _instance_terminate
+    Instance.reboot = _instance_reboot
     Instance.public_dns_name = _loopback_or(_moto_public_dns, "public_ip")
     Instance.private_dns_name = _loopback_or(_moto_private_dns, "private_ip")
     AmiBackend.create_image = _create_image_ebs
@@ -192,7 +198,7 @@ def publish_vendor_image(region: str, owners: list[str], pattern: str) -> dict:
 
     Measured on moto 5.2.5: RegisterImage through the EC2 API cannot do this (the image is owned
     by the caller's account 123456789012, private, RootDeviceType "standard", no architecture),
-    and MOTO_AMIS_PATH is read once at start (a restart loses every image built so far).
+    and MOTO_AMIS_PATH is read once at start; sandbox_state keeps a published image across restarts.
     """
     backend = ec2_backends[DEFAULT_ACCOUNT_ID][region]
     current = backend.describe_images(owners=owners, filters={"name": [pattern], "state": ["available"]})
@@ -212,6 +218,7 @@ def publish_vendor_image(region: str, owners: list[str], pattern: str) -> dict:
         hypervisor=newest.hypervisor, root_device_type="ebs", root_device_name=newest.root_device_name,
         sriov=newest.sriov, boot_mode=newest.boot_mode,
     )
+    sandbox_instances.back_like(ami_id, newest.id)  # a Debian release runs as the one before it
     return {"ImageId": ami_id, "Name": name, "OwnerId": newest.owner_id,
             "CreationDate": created.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "Previous": newest.id}
 
@@ -243,8 +250,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
-    patch_moto(sandbox_instances.configure(args.port))
-    app = with_publish_endpoint(DomainDispatcherApplication(create_backend_app))
+    # The images built before this start come back (sandbox_state), with their committed container images.
+    patch_moto(sandbox_instances.configure(args.port, keep=sandbox_state.image_ids(args.port)))
+    for line in sandbox_state.restore(args.port):
+        print(f"sandbox: {line}", flush=True)
+    app = sandbox_state.saving(with_publish_endpoint(DomainDispatcherApplication(create_backend_app)), (PUBLISH_PATH,))
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     print(f"moto sandbox serving on http://{args.host}:{args.port}", flush=True)
     server.serve_forever()

@@ -235,7 +235,8 @@ def test_packer_amazon_ebs_builds_over_ssh_on_debian(backed_sandbox, tmp_path):
     assert states == {"terminated"}
 
 
-def test_sandbox_stop_removes_its_containers_and_committed_images(backed_sandbox, tmp_path, monkeypatch):
+def test_sandbox_reset_removes_its_containers_and_committed_images(backed_sandbox, tmp_path, monkeypatch):
+    # (stop removes the containers and keeps the images for the next start: tests/faults/test_sandbox_restart.py)
     monkeypatch.setenv("IMAGE_ASSETS_STATE_DIR", str(tmp_path / "state"))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -250,11 +251,11 @@ def test_sandbox_stop_removes_its_containers_and_committed_images(backed_sandbox
         child_image = client.create_image(InstanceId=child["InstanceId"], Name="its-child")["ImageId"]
         committed = [sandbox_instances.read_backing(port)[i] for i in (image, child_image)]
         assert set(containers(port)) == {parent["InstanceId"], child["InstanceId"]}
-        stopped = subprocess.run([sys.executable, "-m", "image_assets.sandbox", "stop", "--port", str(port)],
+        stopped = subprocess.run([sys.executable, "-m", "image_assets.sandbox", "reset", "--port", str(port)],
                                  capture_output=True, text=True, timeout=120)
         assert stopped.returncode == 0, stopped.stderr
         assert "removed 2 instance container(s)" in stopped.stderr
         assert containers(port) == {}
         assert [dockerd.image_id(ref) for ref in committed] == [None, None]
     finally:
-        sandbox.stop(port)
+        sandbox.stop(port, forget=True)

@@ -73,7 +73,7 @@ def own_sandbox(monkeypatch, request):
     """A sandbox of this test's own: the vendor releases it publishes stay out of the session's."""
     port = free_port()
     monkeypatch.setenv("IMAGE_ASSETS_SANDBOX_PORT", str(port))
-    request.addfinalizer(lambda: sandbox.stop(port))
+    request.addfinalizer(lambda: sandbox.stop(port, forget=True))
     sandbox.start(port)
     return Ec2Store("sandbox", "us-east-1")
 

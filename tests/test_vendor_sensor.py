@@ -66,7 +66,7 @@ def setup(tmp_path, monkeypatch, request):
     monkeypatch.setenv("IMAGE_ASSETS_SANDBOX_PORT", str(port))  # never the shared 5055
     monkeypatch.setenv("IMAGE_ASSETS_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.delenv("IMAGE_ASSETS_TARGET", raising=False)
-    request.addfinalizer(lambda: sandbox.stop(port))
+    request.addfinalizer(lambda: sandbox.stop(port, forget=True))
     (tmp_path / "templates" / "linux").mkdir(parents=True)
     (tmp_path / "templates" / "linux" / "variables.pkr.hcl").write_text(VARIABLES)
     path = tmp_path / "images.yaml"
