@@ -307,14 +307,41 @@ def _lookup(dirs: list[Path], path: str) -> tuple[Path, os.stat_result] | None:
     return None
 
 
-def _walk(layer: Path) -> set[str]:
-    """Paths of the layer's entries other than directories (files, links, whiteouts)."""
-    entries = set()
-    for top, dirs, files in os.walk(layer):
+def _walk(layer: Path, under: str = ".") -> tuple[set[str], set[str]]:
+    """Paths of the layer's entries below `under` other than directories (files, links, whiteouts),
+    and of its opaque directories there."""
+    entries, opaque = set(), set()
+    for top, dirs, files in os.walk(layer / under):
         rel = os.path.relpath(top, layer)
+        if rel != "." and _dir_state(layer, rel) == "opaque":
+            opaque.add(rel)
         for name in files + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
             entries.add(os.path.normpath(os.path.join(rel, name)))
-    return entries
+    return entries, opaque
+
+
+def _prefixes(path: str) -> list[str]:
+    """`a/b/c` -> a, a/b, a/b/c."""
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _files_under(dirs: list[Path], rel: str) -> set[str]:
+    """The non-directory entries below directory `rel` in the image made of these layers (top first)."""
+    found, hidden = set(), set()
+    for d in dirs:
+        states = [_dir_state(d, p) for p in _prefixes(rel)]
+        if "gone" in states:
+            break
+        entries, opaque = _walk(d, rel)
+        for path in sorted(entries):
+            if path in found or any(p in hidden for p in _prefixes(path)):
+                continue
+            (hidden if _is_whiteout(os.lstat(d / path)) else found).add(path)
+        hidden |= opaque
+        if "opaque" in states:
+            break
+    return found
 
 
 def _same(a: tuple[Path, os.stat_result], b: tuple[Path, os.stat_result]) -> bool:
@@ -346,16 +373,30 @@ def _rpm_packages(image: _Image) -> dict[str, Package]:
 def _in_layers(parent: _Image, child: _Image) -> Delta:
     """The delta read from the overlay2 layer directories (child's own layers over the parent's)."""
     own = child.dirs[:len(child.layers) - len(parent.layers)]
-    added = modified = removed = 0
-    touched = set().union(*(_walk(d) for d in own))
-    for path in touched:
+    counts = {"added": 0, "modified": 0, "removed": 0}
+    emptied = set()  # directories of the parent removed or replaced: what was below them is gone
+
+    def classify(path: str) -> None:
         after, before = _lookup(own, path), _lookup(parent.dirs, path)
+        if before is not None and stat.S_ISDIR(before[1].st_mode):
+            emptied.add(path)
+            before = None
         if after is None and before is not None:
-            removed += 1
+            counts["removed"] += 1
         elif after is not None and before is None:
-            added += 1
+            counts["added"] += 1
         elif after is not None and not _same(after, before):
-            modified += 1
+            counts["modified"] += 1
+
+    touched = set()
+    for d in own:
+        entries, opaque = _walk(d)
+        touched |= entries
+        emptied |= opaque
+    for path in touched:
+        classify(path)
+    for path in set().union(*(_files_under(parent.dirs, d) for d in sorted(emptied))) - touched:
+        classify(path)
     delta, databases = Delta(), []
     before_status, after_status = _read(parent.dirs, DPKG_STATUS), _read(child.dirs, DPKG_STATUS)
     if before_status is not None or after_status is not None:
@@ -367,7 +408,7 @@ def _in_layers(parent: _Image, child: _Image) -> Delta:
         databases.append("rpm")
         if rpm_touched:
             _merge(delta, package_delta(_rpm_packages(parent), _rpm_packages(child), compare_rpm))
-    delta.files_added, delta.files_modified, delta.files_removed = added, modified, removed
+    delta.files_added, delta.files_modified, delta.files_removed = counts["added"], counts["modified"], counts["removed"]
     delta.databases = tuple(databases)
     return delta
 
