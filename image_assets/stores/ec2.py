@@ -3,25 +3,29 @@ and what dead builds left behind. boto3 and botocore are imported here and nowhe
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from image_assets import sandbox
+from image_assets import sandbox, sandbox_instances, sandbox_ssm
 from image_assets.errors import TRANSIENT_AWS_CODES, StoreError
 from image_assets.stores import MANAGED_BY, ChannelEntry, CommandResult, ImageRecord, Store, channel_parameter
+from image_assets.stores import docker as docker_store
 
 # Network-level failures of an AWS call: the endpoint did not answer.
 TRANSIENT_AWS_EXCEPTIONS = (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError,
                             botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError)
 LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped"]
-# Image tests on aws: an instance from the image, driven by SSM (its profile needs AmazonSSMManagedInstanceCore).
+# Image tests: an instance from the image, driven by SSM (on aws its profile needs AmazonSSMManagedInstanceCore;
+# on the sandbox it is the profile the sandbox makes, sandbox_ssm.INSTANCE_PROFILE).
 TEST_PROFILE_ENV = "IMAGE_ASSETS_TEST_INSTANCE_PROFILE"
 TEST_TYPE_ENV = "IMAGE_ASSETS_TEST_INSTANCE_TYPE"  # default t3.micro
 TEST_SUBNET_ENV = "IMAGE_ASSETS_TEST_SUBNET"  # default: the account's default subnet
@@ -111,20 +115,36 @@ class Ec2Store(Store):
     @property
     def cannot_run(self) -> str:
         if self.target == "sandbox":
-            return "the sandbox emulates the EC2 API only: no instance ever runs an image there"
+            return ""  # per image: no_machine
         if not os.environ.get(TEST_PROFILE_ENV):
             return (f"image tests on aws run on an instance launched from the image, through SSM: set "
                     f"{TEST_PROFILE_ENV} to an instance profile with AmazonSSMManagedInstanceCore")
         return ""
 
+    def no_machine(self, image_id: str) -> str:
+        if self.target != "sandbox" or image_id in sandbox_instances.read_backing(sandbox.port_of(self.endpoint)):
+            return ""
+        return (f"{image_id} has no machine behind it on the sandbox (only Debian's AMIs and the images "
+                "built on them are containers there)")
+
     @property
     def cannot_export(self) -> str:
+        if self.target == "sandbox":
+            return ""  # per image: no_machine
         return "an EC2 image's filesystem is not unpacked here: OpenSCAP scores are taken on target local"
 
+    def export_filesystem(self, image_id: str, dest: Path) -> Path:
+        """The sandbox: the filesystem of the container image that backs the AMI, as the local target's."""
+        if self.cannot_export or self.no_machine(image_id):
+            raise StoreError(f"{self.where}: {self.cannot_export or self.no_machine(image_id)}")
+        backing = sandbox_instances.read_backing(sandbox.port_of(self.endpoint))[image_id]
+        return docker_store.export_image(f"{self.where} {image_id}", backing, dest)
+
     def run_commands(self, image_id: str, commands: list[str], timeout: float) -> list[CommandResult]:
-        if self.cannot_run:
-            raise StoreError(f"{self.where}: {self.cannot_run}")
-        return self.run_on_instance(image_id, commands, timeout, os.environ[TEST_PROFILE_ENV],
+        if self.cannot_run or self.no_machine(image_id):
+            raise StoreError(f"{self.where}: {self.cannot_run or self.no_machine(image_id)}")
+        profile = sandbox_ssm.INSTANCE_PROFILE if self.endpoint else os.environ[TEST_PROFILE_ENV]
+        return self.run_on_instance(image_id, commands, timeout, profile,
                                     os.environ.get(TEST_TYPE_ENV, "t3.micro"), os.environ.get(TEST_SUBNET_ENV))
 
     def run_on_instance(self, image_id: str, commands: list[str], timeout: float, instance_profile: str,
@@ -145,7 +165,9 @@ class Ec2Store(Store):
             self.ec2.get_waiter("instance_running").wait(
                 InstanceIds=[instance], WaiterConfig={"Delay": delay, "MaxAttempts": max(1, int(timeout // delay))})
             ssm = self.client(max_attempts=5, service="ssm")
-            return [self._ssm_run(ssm, instance, command, deadline, delay) for command in commands]
+            # The sandbox's instances are managed from the start; AWS's agent registers some seconds late.
+            return [self._ssm_run(ssm, instance, command, deadline, delay, wait_for_agent=not self.endpoint)
+                    for command in commands]
         except botocore.exceptions.WaiterError as exc:
             raise StoreError(f"{self.where}: test instance {instance} of {image_id} did not start: {exc}") from None
         except botocore.exceptions.ClientError as exc:
@@ -156,15 +178,18 @@ class Ec2Store(Store):
                 InstanceIds=[instance], WaiterConfig={"Delay": delay, "MaxAttempts": 120})
 
     @staticmethod
-    def _ssm_run(ssm, instance: str, command: str, deadline: float, delay: float) -> CommandResult:
+    def _ssm_run(ssm, instance: str, command: str, deadline: float, delay: float,
+                 wait_for_agent: bool = True) -> CommandResult:
         while True:  # the SSM agent registers some seconds after the instance runs
+            left = max(1, int(deadline - time.monotonic()))
             try:
+                # TimeoutSeconds bounds the delivery, executionTimeout the run (SSM's default: an hour).
                 sent = ssm.send_command(InstanceIds=[instance], DocumentName="AWS-RunShellScript",
-                                        Parameters={"commands": [command]},
-                                        TimeoutSeconds=max(30, int(deadline - time.monotonic())))
+                                        Parameters={"commands": [command], "executionTimeout": [str(left)]},
+                                        TimeoutSeconds=max(30, left))
                 break
             except botocore.exceptions.ClientError as exc:
-                if aws_error_code(exc) != "InvalidInstanceId" or time.monotonic() > deadline:
+                if not wait_for_agent or aws_error_code(exc) != "InvalidInstanceId" or time.monotonic() > deadline:
                     raise
                 time.sleep(delay)
         command_id = sent["Command"]["CommandId"]
@@ -179,6 +204,13 @@ class Ec2Store(Store):
         output = (done.get("StandardOutputContent", "") + done.get("StandardErrorContent", "")).strip("\n")
         return CommandResult(command, code if code >= 0 else 1, output or done.get("StatusDetails", ""))
 
+    def build_variables(self) -> dict[str, str]:
+        # A sandbox instance is a container on the host's network, as a local build is: HTTPS through
+        # this host's proxy needs the host's CAs (finalize.sh removes them before the image is made).
+        if self.target == "sandbox" and docker_store.HOST_CA_BUNDLE.is_file():
+            return {"build_ca_bundle": str(docker_store.HOST_CA_BUNDLE)}
+        return {}
+
     def packer_env(self) -> dict[str, str]:
         """Environment for packer: sandbox credentials, or the caller's own AWS chain."""
         env = {k: v for k, v in os.environ.items() if not (self.endpoint and k.startswith("AWS_"))}
@@ -189,8 +221,23 @@ class Ec2Store(Store):
             env["AWS_POLL_DELAY_SECONDS"] = "1"  # the emulator is instant; AWS's 15 s waiter delay is not
         return env
 
+    @contextlib.contextmanager
+    def watch(self):
+        if self.target != "sandbox":
+            yield lambda pgid: None
+            return
+        with sandbox.Watch(sandbox.port_of(self.endpoint)) as watch:
+            try:
+                yield watch.guard
+            except Exception:
+                if watch.down:  # packer's own error is then only its lost connection
+                    raise StoreError(watch.down) from None
+                raise
+
     def _error(self, op: str, exc: Exception) -> StoreError:
         if isinstance(exc, botocore.exceptions.EndpointConnectionError):
+            if self.target == "sandbox":
+                return StoreError(sandbox.down_message(sandbox.port_of(self.endpoint), f"does not answer (EC2 {op})"))
             return StoreError(f"cannot reach the {self.where} EC2 endpoint", transient=True)
         return StoreError(f"EC2 {op} on {self.where} failed ({aws_error_code(exc)}): {exc}",
                           transient=aws_error_is_transient(exc))
