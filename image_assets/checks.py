@@ -61,10 +61,12 @@ _DESCRIPTIONS = {
               "variables, and the template contract (`python -m image_assets check-template`) pass on the image's template.",
     UP_TO_DATE: "The image was built on the current image of its parent asset (and so were its ancestors).",
     IMAGE_TESTS: "The catalog's `tests` of the image and of every ancestor (theirs first, from the root down) "
-                 "succeed, in order, in a throwaway container of the image (target local; elsewhere reported as "
-                 "not run).",
+                 "succeed, in order, in a throwaway container of the image (target local) or on an instance "
+                 "launched from it, each through SSM Run Command (sandbox, aws); an image no machine can run "
+                 "is reported as not run.",
     COMPLIANCE: "OpenSCAP scores the image's filesystem at least `compliance.min_pass_ratio` and it passes every "
-                "rule its parent passes (target local; elsewhere reported as not run).",
+                "rule its parent passes (targets local and sandbox; an image without a machine, or on aws, "
+                "is reported as not run).",
 }
 BLOCKING = {EXISTS, TAGS, NOT_REVOKED, IMAGE_TESTS, COMPLIANCE}
 
@@ -181,7 +183,8 @@ def _channels_behind(catalog: Catalog, name: str, image_id: str) -> list[str]:
 
 def _not_run(name: str, check: str, store: Store, why: str, what: str = "", **metadata) -> dg.AssetCheckResult:
     # Never a pass: a WARN failure does not block children (nothing was learned about the image).
-    return _result(name, check, False, f"{what + ' ' if what else ''}not run on {store.where}: {why}",
+    where = "the sandbox" if store.target == "sandbox" else store.where
+    return _result(name, check, False, f"{what + ' ' if what else ''}not run on {where}: {why}",
                    severity=dg.AssetCheckSeverity.WARN, status="not run", **metadata)
 
 
@@ -207,8 +210,9 @@ def image_tests(catalog: Catalog, name: str, image_id: str, store: Store) -> dg.
     declared = [{"declared_on": image, "command": redact(command)} for image, command in tests]
     per_image = Counter(image for image, _ in tests)  # in chain order, root first
     what = f"{len(tests)} image test(s) (declared on " + ", ".join(f"{image!r}: {n}" for image, n in per_image.items()) + ")"
-    if store.cannot_run:
-        return _not_run(name, IMAGE_TESTS, store, store.cannot_run, what, tests=dg.MetadataValue.json(declared))
+    why = store.cannot_run or store.no_machine(image_id)
+    if why:
+        return _not_run(name, IMAGE_TESTS, store, why, what, tests=dg.MetadataValue.json(declared))
     started = time.monotonic()
     try:
         ran = store.run_commands(image_id, [command for _, command in tests], TEST_TIMEOUT)
@@ -224,15 +228,16 @@ def image_tests(catalog: Catalog, name: str, image_id: str, store: Store) -> dg.
         description = (f"{len(failed)} of {what} failed in {image_id}; first: `{first['command']}` (declared on "
                        f"{first['declared_on']!r}) exited {first['exit_code']}: {first['output'][-500:]}")
     else:
-        description = f"{what} passed in a container of {image_id} ({seconds:.1f} s)"
+        description = f"{what} passed on {image_id} in {store.where} ({seconds:.1f} s)"
     return _result(name, IMAGE_TESTS, not failed, description, status="failed" if failed else "passed",
                    tests_passed=len(results) - len(failed), tests_failed=len(failed), seconds=round(seconds, 2),
                    results=dg.MetadataValue.json(results))
 
 
 def compliance(catalog: Catalog, name: str, meta: dict, store: Store, report_dir: Path) -> dg.AssetCheckResult:
-    if store.cannot_export:
-        return _not_run(name, COMPLIANCE, store, store.cannot_export)
+    why = store.cannot_export or store.no_machine(meta["image_id"])
+    if why:
+        return _not_run(name, COMPLIANCE, store, why)
     declared_by, policy = catalog.compliance(name)
     tailoring = catalog.tailoring_path(name)
     parent_id = meta.get("parent_image_id")

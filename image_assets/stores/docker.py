@@ -51,6 +51,39 @@ def _utc(created: str) -> str:
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def docker_call(where: str, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
+    """A docker CLI call whose failure is a StoreError naming `where`."""
+    try:
+        return dockerd.docker(*args, timeout=timeout, check=check)
+    except dockerd.DockerUnavailable as exc:
+        raise StoreError(f"{where}: {exc}") from None
+    except subprocess.TimeoutExpired:
+        raise StoreError(f"{where}: docker {args[0]} did not answer in {timeout:.0f} s", transient=True) from None
+    except RuntimeError as exc:
+        raise StoreError(f"{where}: {exc}") from None
+
+
+def export_image(where: str, image: str, dest: Path) -> Path:
+    """Unpack a container image's filesystem into dest (the local target's images, and the sandbox's
+    AMIs through the container images that back them)."""
+    # Through a created, never started, container; /.dockerenv goes, so the tree is scanned as
+    # the machine it will become (with it most OpenSCAP rules say "not applicable").
+    cid = docker_call(where, "create", "--pull=never", image, "true").stdout.strip()  # never a registry download
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        export = subprocess.Popen([dockerd.docker_bin(), "export", cid], stdout=subprocess.PIPE,
+                                  env=dockerd.client_env())
+        untar = subprocess.run(["tar", "-x", "-C", str(dest), "--numeric-owner"], stdin=export.stdout,
+                               capture_output=True, text=True, timeout=600)
+        export.stdout.close()
+        if export.wait(timeout=600) != 0 or untar.returncode != 0:
+            raise StoreError(f"{where}: docker export {image} failed: {untar.stderr.strip()[-500:]}")
+    finally:
+        docker_call(where, "rm", "-f", cid, check=False)
+    (dest / ".dockerenv").unlink(missing_ok=True)
+    return dest
+
+
 class DockerStore(Store):
     kind = "docker"
     endpoint = None
@@ -65,14 +98,7 @@ class DockerStore(Store):
         return "local (docker)"
 
     def _docker(self, *args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
-        try:
-            return dockerd.docker(*args, timeout=timeout, check=check)
-        except dockerd.DockerUnavailable as exc:
-            raise StoreError(f"{self.where}: {exc}") from None
-        except subprocess.TimeoutExpired:
-            raise StoreError(f"{self.where}: docker {args[0]} did not answer in {timeout:.0f} s", transient=True) from None
-        except RuntimeError as exc:
-            raise StoreError(f"{self.where}: {exc}") from None
+        return docker_call(self.where, *args, timeout=timeout, check=check)
 
     def check_reachable(self) -> None:
         if not dockerd.is_running():
@@ -115,22 +141,7 @@ class DockerStore(Store):
         return results
 
     def export_filesystem(self, image_id: str, dest: Path) -> Path:
-        # Through a created, never started, container; /.dockerenv goes, so the tree is scanned as
-        # the machine it will become (with it most OpenSCAP rules say "not applicable").
-        cid = self._docker("create", image_id, "true").stdout.strip()
-        try:
-            dest.mkdir(parents=True, exist_ok=True)
-            export = subprocess.Popen([dockerd.docker_bin(), "export", cid], stdout=subprocess.PIPE,
-                                      env=dockerd.client_env())
-            untar = subprocess.run(["tar", "-x", "-C", str(dest), "--numeric-owner"], stdin=export.stdout,
-                                   capture_output=True, text=True, timeout=600)
-            export.stdout.close()
-            if export.wait(timeout=600) != 0 or untar.returncode != 0:
-                raise StoreError(f"{self.where}: docker export {image_id} failed: {untar.stderr.strip()[-500:]}")
-        finally:
-            self._docker("rm", "-f", cid, check=False)
-        (dest / ".dockerenv").unlink(missing_ok=True)
-        return dest
+        return export_image(self.where, image_id, dest)
 
     def _extra(self, image_id: str) -> dict[str, str]:
         try:
