@@ -19,6 +19,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+import conftest
 import dagster as dg
 import yaml
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
@@ -264,14 +265,9 @@ def environ(values: dict[str, str]):
 
 
 def write_demo_catalog(dest: Path, edit) -> Path:
-    """The demo catalog in `dest`, with its templates and demo repos there, edited by `edit(doc)`."""
-    shutil.copytree(PROJECT / "packer", dest / "packer", dirs_exist_ok=True)
-    demo.create_demo_repos(dest)
-    doc = yaml.safe_load((PROJECT / "images.yaml").read_text())
-    edit(doc)
-    path = dest / "images.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    """The demo catalog in `dest` (its Linux tree on al2023: the team tests are about the deployment,
+    not provisioning), with its templates and demo repos there, edited by `edit(doc)`."""
+    return conftest.write_demo_catalog(dest, edit)
 
 
 class Deployment:

@@ -4,6 +4,7 @@ arguments, and the sandbox's answers (a real Dagster instance, real packer build
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import PROJECT, latest, write_demo_catalog
 from test_lifecycle import run
@@ -55,6 +56,35 @@ def test_outdated_table_after_a_vendor_release(tmp_path, work_dir, instance):
         assert name in rows and latest(instance, name)["image_id"] in rows[name], done.stdout
     assert new_root in rows["global-linux"] and old_root in rows["global-linux"]
     assert "global-windows" not in rows and "service-iis" not in rows
+
+
+def test_docs_debian_vendor_release_as_written(tmp_path, work_dir, instance, sandbox_session):
+    """docs/targets.md's vendor release on the demo catalog as shipped (Debian 11): publish-vendor, then
+    the sensor preview with the old id as cursor names the Linux tree; the release runs as the image it
+    replaces (the same container image behind it)."""
+    import json
+    from image_assets import sandbox, sandbox_instances
+
+    def own_region(doc):
+        doc["defaults"]["region"] = "sa-east-1"  # a release of its own: the session's Debian stays
+    catalog = load_catalog(write_demo_catalog(tmp_path / "project", own_region, machines=True))
+    env = env_for(catalog.path, instance)
+    old = connect("sandbox", "sa-east-1").newest_vendor_image(catalog.images["debian-11"].vendor).id
+
+    published = shell(["-m", "image_assets.sandbox", "publish-vendor", "debian-11"], env)
+    assert published.returncode == 0, published.stderr
+    new = published.stdout.split("published ", 1)[1].split()[0]
+    assert "debian-11-amd64-" in published.stdout and "(owner 136693071363" in published.stdout, published.stdout
+    assert f"it was {old}" in published.stdout, published.stdout
+    backing = sandbox_instances.read_backing(sandbox.port())
+    assert backing[new] == backing[old]
+
+    preview = subprocess.run([str(Path(sys.executable).parent / "dagster"), "sensor", "preview", "-m", "definitions", "vendor_image_sensor",
+                              "--cursor", json.dumps({"debian-11": old})],
+                             capture_output=True, text=True, env=env, cwd=PROJECT, timeout=300)
+    assert preview.returncode == 0, preview.stderr
+    assert f"debian-11={new} -> rebuild debian-11, global-linux, python310, service-sshd-banner, service-urllib3" \
+        in preview.stdout + preview.stderr, preview.stdout + preview.stderr
 
 
 def test_revoke_sets_the_deprecation_time_on_the_sandbox(tmp_path, work_dir, instance, sandbox_session):
