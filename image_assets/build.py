@@ -93,6 +93,7 @@ class Resolved:
     content_dirs: dict[str, Path]
     variables: dict
     refs: dict[str, gitrepos.Ref]
+    var_files: tuple[str, ...] = ()  # the template's own var-files, inside template_dir
 
     @property
     def git_refs(self) -> dict[str, str]:
@@ -105,7 +106,7 @@ class Resolved:
             self.name, self.target, self.parent.image_id, templates.content_digest(self.template_dir),
             {key: templates.content_digest(path) for key, path in self.content_dirs.items()},
             self.variables, {repo: ref.commit for repo, ref in self.refs.items()},
-        ], sort_keys=True, default=str)
+        ] + ([list(self.var_files)] if self.var_files else []), sort_keys=True, default=str)
         return hashlib.sha256(doc.encode()).hexdigest()[:32]
 
 
@@ -375,7 +376,7 @@ def resolve(catalog: Catalog, name: str, parent: Parent, work: Path,
         if not found.exists():
             raise BuildError(f"image {name!r}, field 'content.{key}': {where} does not exist")
         content[key] = found
-    return Resolved(name, catalog.target, parent, template_dir, content, dict(image.variables), refs)
+    return Resolved(name, catalog.target, parent, template_dir, content, dict(image.variables), refs, tuple(image.var_files))
 
 
 def _lineage(store: stores.Store, image: stores.ImageRecord, parent: Parent,
@@ -466,12 +467,13 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
                 "content_dirs": {key: str(path) for key, path in resolved.content_dirs.items()}}
     variables.update({k: v for k, v in optional.items() if k in declared})
     variables.update({k: v for k, v in store.build_variables().items() if k in declared and k not in image.variables})
+    var_files = [template_dir / f for f in resolved.var_files]
     no_machine = store.no_machine(parent.image_id) if target == "sandbox" else ""
     if no_machine:
         # Nothing can run the template here: the stand-in makes the image (tags, lineage and
         # children as usual) and the image says its template did not run.
         log(f"{name}: not running {template_dir} on the sandbox: {no_machine}; building it with the stand-in {NO_MACHINE_TEMPLATE}")
-        template_dir, source = NO_MACHINE_TEMPLATE, "amazon-ebs.no-machine"
+        template_dir, source, var_files = NO_MACHINE_TEMPLATE, "amazon-ebs.no-machine", []
         scripts = image.variables.get("scripts") or []
         variables = {**{k: variables[k] for k in templates.INJECTED if k in variables}, **optional,
                      "template": str(resolved.template_dir), "playbook": image.variables.get("playbook", ""),
@@ -487,7 +489,7 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
         with store.watch() as guard:
             artifact, _ = packer.build(cli, template_dir, source, var_file, env, redact,
                                        on_start=lambda pgid: (lock.record_packer(pgid), guard(pgid)),
-                                       temp_dir=_packer_temp_dir(work))
+                                       temp_dir=_packer_temp_dir(work), var_files=var_files)
     finally:
         var_file.unlink(missing_ok=True)
     # amazon-ebs: "<region>:<ami id>"; docker: the image id itself ("sha256:<hex>")

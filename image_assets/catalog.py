@@ -187,6 +187,9 @@ class Image(_Model):
     # to this file, or "<repo>:<path>" in an input repo at its tag ("<repo>:" for its root).
     # Injected as var.content_dirs (name -> absolute path) and digested into the fingerprint.
     content: dict[str, str] = {}
+    # The template's own var-files (paths inside its directory), handed to packer in this order,
+    # before the build's injected var-file; the template digest covers their contents.
+    var_files: list[Annotated[str, Field(min_length=1)]] = []
     vendor: VendorQuery | None = None
     retention: Retention = Retention()
     description: str | None = None
@@ -209,6 +212,16 @@ class Image(_Model):
         if len(set(channels)) != len(channels):
             raise ValueError(f"channels {channels} name a channel twice")
         return channels if "latest" in channels else ["latest", *channels]
+
+    @field_validator("var_files")
+    @classmethod
+    def _var_files_inside(cls, var_files: list[str]) -> list[str]:
+        for name in var_files:
+            if name.startswith("/") or ".." in Path(name).parts:
+                raise ValueError(f"var-file {name!r} must be a path inside the template directory, relative to it")
+        if len(set(var_files)) != len(var_files):
+            raise ValueError(f"var_files {var_files} name a file twice")
+        return var_files
 
     @field_validator("variables")
     @classmethod
@@ -619,6 +632,8 @@ def _check_graph(catalog: Catalog) -> None:
             fail(name, "compliance.tailoring", f"{(catalog.root_dir / img.compliance.tailoring).resolve()} does not exist")
         if img.layer is Layer.vendor and img.tests:
             fail(name, "tests", "a vendor image is looked up, not built: its tests would never run")
+        if img.layer is Layer.vendor and img.var_files:
+            fail(name, "var_files", "a vendor image is looked up, not built: it has no template to pass var-files to")
     acyclic: set[str] = set()  # each image's chain is walked up to the first image known to end at a root
     for name in catalog.images:
         path, on_path, node = [], set(), name
@@ -740,6 +755,18 @@ def check_variables(path: Path, name: str, img: Image, template_dir: Path) -> No
     except templates.TemplateError as exc:
         raise CatalogError(f"{path}: image {name!r}, field 'template': {exc}") from None
     problems = []
+    set_by_files: set[str] = set()
+    for file in img.var_files:
+        found = (template_dir / file).resolve()
+        if not found.is_relative_to(template_dir.resolve()):
+            problems.append(("var_files", f"{file!r} is {found}, outside the template directory {template_dir}"))
+        elif not found.is_file():
+            problems.append(("var_files", f"{file!r}: {found} does not exist (var-files are relative to the template directory)"))
+        else:
+            try:
+                set_by_files |= templates.var_file_variables(found)
+            except templates.TemplateError as exc:
+                problems.append(("var_files", str(exc)))
     for field, keys in (("variables", img.variables), ("secrets", img.secrets)):
         problems += [(f"{field}.{var}", f"template {template_dir} declares no variable {var!r}")
                      for var in keys if var not in declared]
@@ -756,10 +783,10 @@ def check_variables(path: Path, name: str, img: Image, template_dir: Path) -> No
             problems.append((f"secrets.{var}", f"the template declares {var!r} as {declared[var].type}; a secret "
                                                "must be a string, map or object variable (a map or object takes JSON)"))
     required = sorted(v.name for v in declared.values() if not v.has_default and v.name not in templates.INJECTED
-                      and v.name not in img.variables and v.name not in img.secrets)
+                      and v.name not in img.variables and v.name not in img.secrets and v.name not in set_by_files)
     if required:
         problems.append(("variables", f"template {template_dir} requires {', '.join(map(repr, required))} "
-                                      "(no default): set them under variables or secrets"))
+                                      "(no default): set them under variables or secrets, or in a var-file under var_files"))
     missing = sorted(templates.content_names(template_dir) - set(img.content))
     if missing:
         problems.append(("content", f"template {template_dir} reads {', '.join(map(repr, missing))} from "

@@ -50,12 +50,21 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("IMAGE_ASSETS_STATE_DIR") or Path.home() / ".cache" / "image-assets") / "hcl"
 
 
-def _parse(files: list[Path]) -> tuple[dict[str, Variable], list[str]]:
-    """The variables the files declare, and their sources as "type.name"."""
+def build_sources(body: dict) -> list[str]:
+    """Source names ("amazon-ebs.aws") a parsed build block uses, as a list or as nested blocks."""
+    names = [str(s).strip('"') for s in body.get("sources", [])]
+    names += [str(k).strip('"') for block in body.get("source", []) for k in block]
+    return [n.removeprefix("source.") for n in names]
+
+
+def _parse(files: list[Path]) -> tuple[dict[str, Variable], list[str], dict[str, str]]:
+    """The variables the files declare, their sources as "type.name", and the name `-only` knows
+    a source by where that differs: "<build>.type.name" for a source whose one build is named."""
     import hcl2  # lark-based: ~0.3 s to import, so only on a cache miss
 
     found: dict[str, Variable] = {}
     sources: list[str] = []
+    builds: dict[str, list[str]] = {}  # source -> the names of the builds that use it ("" unnamed)
     for path in files:
         try:
             with path.open() as handle:
@@ -69,7 +78,11 @@ def _parse(files: list[Path]) -> tuple[dict[str, Variable], list[str]]:
         for block in doc.get("source", []):
             for kind, named in block.items():
                 sources += [f"{kind.strip(chr(34))}.{name.strip(chr(34))}" for name in named]
-    return found, sources
+        for body in doc.get("build", []):
+            for source in build_sources(body):
+                builds.setdefault(source, []).append(str(body.get("name", "")).strip('"'))
+    only = {s: f"{names[0]}.{s}" for s, names in builds.items() if len(names) == 1 and names[0]}
+    return found, sources, only
 
 
 def _where(path: Path, exc: Exception) -> str:
@@ -126,32 +139,35 @@ SOURCE_KINDS = {"sandbox": "amazon-ebs", "aws": "amazon-ebs", "local": "docker"}
 
 
 def target_source(template_dir: Path, target: str) -> str:
-    """The one source of the template the target builds: its amazon-ebs source on the sandbox and
-    on AWS alike, its docker source on the local target."""
+    """The one source of the template the target builds, as `packer build -only` names it: its
+    amazon-ebs source on the sandbox and on AWS alike, its docker source on the local target.
+    packer 1.6.6 names a source of a named build "<build>.<source>" (`-only=<source>` matches
+    nothing there, builds nothing and exits 0), so such a source goes by that name."""
     kind = SOURCE_KINDS[target]
     found = [s for s in sources(template_dir) if s.partition(".")[0] == kind]
     if len(found) != 1:
         have = ", ".join(sources(template_dir)) or "none"
         raise TemplateError(f"{template_dir}: target {target!r} builds the template's one {kind!r} source; "
                             f"it has {len(found) or 'no'} {kind!r} sources (sources: {have})")
-    return found[0]
+    return _once("only", template_dir, lambda: _read(template_dir)[2]).get(found[0], found[0])
 
 
-def _read(template_dir: Path) -> tuple[dict[str, Variable], list[str]]:
+def _read(template_dir: Path) -> tuple[dict[str, Variable], list[str], dict[str, str]]:
     files = template_files(Path(template_dir).resolve())
     digest = hashlib.sha256(b"".join(p.read_bytes() + b"\0" for p in files)).hexdigest()
     if digest in _memo:
         return _memo[digest]
-    cached = _cache_dir() / f"{digest}.v3.json"  # v3: variables with their type, and the sources
+    cached = _cache_dir() / f"{digest}.v4.json"  # v4: variables with their type, the sources and their -only names
     try:
         doc = json.loads(cached.read_text())
-        found = {v["name"]: Variable(**v) for v in doc["variables"]}, list(doc["sources"])
+        found = {v["name"]: Variable(**v) for v in doc["variables"]}, list(doc["sources"]), dict(doc["only"])
     except (OSError, ValueError, TypeError, KeyError):
         found = _parse(files)
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"variables": [asdict(v) for v in found[0].values()], "sources": found[1]}))
+            tmp.write_text(json.dumps({"variables": [asdict(v) for v in found[0].values()], "sources": found[1],
+                                       "only": found[2]}))
             tmp.replace(cached)
         except OSError:
             pass  # a read-only home only costs the parse next time
@@ -159,7 +175,7 @@ def _read(template_dir: Path) -> tuple[dict[str, Variable], list[str]]:
     return found
 
 
-_memo: dict[str, tuple[dict[str, Variable], list[str]]] = {}
+_memo: dict[str, tuple[dict[str, Variable], list[str], dict[str, str]]] = {}
 
 
 def content_digest(path: Path) -> str:
@@ -182,3 +198,24 @@ def content_names(template_dir: Path) -> set[str]:
     """Content names the template requires (`var.content_dirs["name"]`); a `lookup` is optional."""
     return _once("content", template_dir, lambda: {m for path in template_files(Path(template_dir)) for m in _CONTENT_INDEX.findall(path.read_text())})
 
+
+
+def var_file_variables(path: Path) -> set[str]:
+    """The variables a var-file sets (JSON when its name ends in .json, else HCL: as packer reads it)."""
+    path = Path(path)
+    try:
+        if path.name.endswith(".json"):
+            doc = json.loads(path.read_text())
+            if not isinstance(doc, dict):
+                raise TemplateError(f"{path}: a JSON var-file holds one object (variable name -> value)")
+            return set(doc)
+        import hcl2
+
+        with path.open() as handle:
+            return {name for name in hcl2.load(handle) if not name.startswith("__")}
+    except TemplateError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise TemplateError(f"{path}: {exc}") from None
+    except Exception as exc:  # python-hcl2 raises lark errors of several kinds
+        raise TemplateError(f"{_where(path, exc)}: cannot parse HCL: {_problem(exc)}") from None
