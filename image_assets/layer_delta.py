@@ -252,7 +252,7 @@ class _Image:
     ref: str
     id: str
     layers: list[str]  # diff ids, bottom first
-    dirs: list[Path]  # overlay2 layer directories, top first; [] when they cannot be read here
+    dirs: list[str]  # overlay2 layer directories, top first; [] when they cannot be read here
 
 
 def _inspect(ref: str) -> _Image:
@@ -263,7 +263,7 @@ def _inspect(ref: str) -> _Image:
     layers = list((info.get("RootFS") or {}).get("Layers") or [])
     driver = info.get("GraphDriver") or {}
     data = driver.get("Data") or {}
-    dirs = [Path(p) for p in [data.get("UpperDir", "")] + (data.get("LowerDir") or "").split(":") if p]
+    dirs = [p for p in [data.get("UpperDir", "")] + (data.get("LowerDir") or "").split(":") if p]
     readable = driver.get("Name") == "overlay2" and len(dirs) == len(layers) and all(os.access(d, os.R_OK | os.X_OK)
                                                                                      for d in dirs)
     return _Image(ref, info["Id"], layers, dirs if readable else [])
@@ -274,22 +274,22 @@ def _is_whiteout(st: os.stat_result) -> bool:
 
 
 @functools.lru_cache(maxsize=65536)
-def _dir_state(layer: Path, rel: str) -> str:
+def _dir_state(layer: str, rel: str) -> str:
     """What a layer holds at directory `rel`: "gone" (a whiteout, or not a directory: nothing
     below it in lower layers is seen), "opaque" (lower layers hidden below it), or ""."""
     try:
-        st = os.lstat(layer / rel)
+        st = os.lstat(os.path.join(layer, rel))
     except (FileNotFoundError, NotADirectoryError):
         return ""
     if not stat.S_ISDIR(st.st_mode):
         return "gone"
     try:
-        return "opaque" if os.getxattr(layer / rel, "trusted.overlay.opaque") == b"y" else ""
+        return "opaque" if os.getxattr(os.path.join(layer, rel), "trusted.overlay.opaque") == b"y" else ""
     except OSError:
         return ""
 
 
-def _lookup(dirs: list[Path], path: str) -> tuple[Path, os.stat_result] | None:
+def _lookup(dirs: list[str], path: str) -> tuple[str, os.stat_result] | None:
     """The entry at `path` in the image made of these layer directories (top first), as overlayfs
     shows it; None when there is none."""
     parents = ["/".join(path.split("/")[:i]) for i in range(1, path.count("/") + 1)]
@@ -298,25 +298,26 @@ def _lookup(dirs: list[Path], path: str) -> tuple[Path, os.stat_result] | None:
         if "gone" in states:
             return None
         try:
-            st = os.lstat(d / path)
+            st = os.lstat(os.path.join(d, path))
         except (FileNotFoundError, NotADirectoryError):
             if "opaque" in states:
                 return None
             continue
-        return None if _is_whiteout(st) else (d / path, st)
+        return None if _is_whiteout(st) else (os.path.join(d, path), st)
     return None
 
 
-def _walk(layer: Path, under: str = ".") -> tuple[set[str], set[str]]:
+def _walk(layer: str, under: str = ".") -> tuple[set[str], set[str]]:
     """Paths of the layer's entries below `under` other than directories (files, links, whiteouts),
     and of its opaque directories there."""
     entries, opaque = set(), set()
-    for top, dirs, files in os.walk(layer / under):
-        rel = os.path.relpath(top, layer)
-        if rel != "." and _dir_state(layer, rel) == "opaque":
+    layer = layer.rstrip("/")
+    for top, dirs, files in os.walk(os.path.join(layer, under) if under != "." else layer):
+        rel = top[len(layer) + 1:]
+        if rel and _dir_state(layer, rel) == "opaque":
             opaque.add(rel)
         for name in files + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
-            entries.add(os.path.normpath(os.path.join(rel, name)))
+            entries.add(f"{rel}/{name}" if rel else name)
     return entries, opaque
 
 
@@ -326,7 +327,7 @@ def _prefixes(path: str) -> list[str]:
     return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
-def _files_under(dirs: list[Path], rel: str) -> set[str]:
+def _files_under(dirs: list[str], rel: str) -> set[str]:
     """The non-directory entries below directory `rel` in the image made of these layers (top first)."""
     found, hidden = set(), set()
     for d in dirs:
@@ -337,14 +338,14 @@ def _files_under(dirs: list[Path], rel: str) -> set[str]:
         for path in sorted(entries):
             if path in found or any(p in hidden for p in _prefixes(path)):
                 continue
-            (hidden if _is_whiteout(os.lstat(d / path)) else found).add(path)
+            (hidden if _is_whiteout(os.lstat(os.path.join(d, path))) else found).add(path)
         hidden |= opaque
         if "opaque" in states:
             break
     return found
 
 
-def _same(a: tuple[Path, os.stat_result], b: tuple[Path, os.stat_result]) -> bool:
+def _same(a: tuple[str, os.stat_result], b: tuple[str, os.stat_result]) -> bool:
     """An entry copied up unchanged (a lock file opened for writing, a touched owner) is no change."""
     (pa, sa), (pb, sb) = a, b
     if (sa.st_mode, sa.st_uid, sa.st_gid, sa.st_size, sa.st_mtime_ns) != (sb.st_mode, sb.st_uid, sb.st_gid,
@@ -353,9 +354,9 @@ def _same(a: tuple[Path, os.stat_result], b: tuple[Path, os.stat_result]) -> boo
     return not stat.S_ISLNK(sa.st_mode) or os.readlink(pa) == os.readlink(pb)
 
 
-def _read(dirs: list[Path], path: str) -> str | None:
+def _read(dirs: list[str], path: str) -> str | None:
     found = _lookup(dirs, path)
-    return found[0].read_text(errors="replace") if found and stat.S_ISREG(found[1].st_mode) else None
+    return Path(found[0]).read_text(errors="replace") if found and stat.S_ISREG(found[1].st_mode) else None
 
 
 def _run(image: _Image, argv: list[str]) -> subprocess.CompletedProcess:
@@ -476,3 +477,27 @@ def measure(store, parent_id: str, child_id: str) -> Delta:
         return how(parent, child)
     except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as exc:
         return Delta(not_measured=f"{child_id} against {parent_id}: {exc}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m image_assets.layer_delta PARENT IMAGE [--target T] [--region R]`: print the delta."""
+    import argparse
+    import time
+
+    from image_assets import stores
+
+    parser = argparse.ArgumentParser(prog="python -m image_assets.layer_delta", description=main.__doc__)
+    parser.add_argument("parent")
+    parser.add_argument("image")
+    parser.add_argument("--target", default=os.environ.get("IMAGE_ASSETS_TARGET", "local"))
+    parser.add_argument("--region", default="us-east-1")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    delta = measure(stores.connect(args.target, args.region), args.parent, args.image)
+    print(json.dumps(delta.metadata(), indent=1))
+    print(f"{delta.summary()} (measured in {time.monotonic() - started:.2f} s)")
+    return 1 if delta.not_measured else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
