@@ -1,4 +1,4 @@
-"""Helpers for the fault suite: a catalog around the fault template, the CLI, sandbox counts."""
+"""Helpers for the fault suite: a catalog around the fault template, the CLI, sandbox and docker counts."""
 
 import os
 import shutil
@@ -12,23 +12,32 @@ from conftest import sandbox_inventory as inventory  # noqa: F401  (re-exported 
 
 PROJECT = Path(__file__).resolve().parents[2]
 TEMPLATE = Path(__file__).resolve().parent / "template"
+# One amazon-ebs source with communicator ssh: on a Debian AMI its instance is a container.
+MACHINE_TEMPLATE = Path(__file__).resolve().parent / "machine_template"
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 IMAGE = "fault-image"
 
 
-def write_fault_catalog(dest: Path, variables: dict | None = None, secrets: dict | None = None) -> Path:
-    """A two-image catalog: the sandbox's al2023 and one image built from the fault template."""
+VENDORS = {
+    "al2023": {"owners": ["amazon"], "name": "al2023-ami-2023.*-kernel-6.1-x86_64"},
+    "debian-11": {"owners": ["136693071363"], "name": "debian-11-amd64-*"},
+}
+
+
+def write_fault_catalog(dest: Path, variables: dict | None = None, secrets: dict | None = None,
+                        machine: bool = False) -> Path:
+    """A two-image catalog: a vendor image and one image built from the fault template. machine=True:
+    Debian 11 and the SSH template, so the build's instance is a container the provisioner runs in;
+    else al2023 (no machine on the sandbox) and the template whose steps run on this host."""
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(TEMPLATE, dest / "template", dirs_exist_ok=True)
-    image = {"layer": "global", "parent": "al2023", "template": "template", "variables": variables or {}}
+    shutil.copytree(MACHINE_TEMPLATE if machine else TEMPLATE, dest / "template", dirs_exist_ok=True)
+    vendor = "debian-11" if machine else "al2023"
+    image = {"layer": "global", "parent": vendor, "template": "template", "variables": variables or {}}
     if secrets:
         image["secrets"] = {var: {"env": env} for var, env in secrets.items()}
     doc = {
         "defaults": {"target": "sandbox", "region": "us-east-1"},
-        "images": {
-            "al2023": {"layer": "vendor", "vendor": {"owners": ["amazon"], "name": "al2023-ami-2023.*-kernel-6.1-x86_64"}},
-            IMAGE: image,
-        },
+        "images": {vendor: {"layer": "vendor", "vendor": VENDORS[vendor]}, IMAGE: image},
     }
     path = dest / "images.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -76,3 +85,17 @@ def pids_with_env(key: str, value: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def docker_inventory(port: int | None = None) -> dict[str, set]:
+    """What the sandbox on `port` holds in docker: its instances' containers (running or not, by name)
+    and the images CreateImage committed (by AMI id)."""
+    from image_assets import dockerd, sandbox
+    from image_assets.sandbox_instances import COMMITTED_REPO, PORT_LABEL
+
+    port = sandbox.port() if port is None else port
+    containers = dockerd.docker("ps", "-a", "--filter", f"label={PORT_LABEL}={port}", "--format", "{{.Names}}",
+                                timeout=30).stdout.split()
+    committed = dockerd.docker("images", "--filter", f"reference={COMMITTED_REPO}-{port}", "--format", "{{.Tag}}",
+                               timeout=30).stdout.split()
+    return {"containers": set(containers), "committed": set(committed)}

@@ -1,5 +1,6 @@
 """Item 1: terminating a run (SIGTERM to the dagster process, as `dagster run terminate` or the
-CLI does) while packer builds: packer gets SIGINT, cleans up, and the sandbox holds nothing new."""
+CLI does) while packer provisions inside the instance (a container): packer gets SIGINT, cleans up,
+and neither the sandbox nor docker holds anything new."""
 
 import os
 import signal
@@ -7,15 +8,15 @@ import uuid
 
 import dagster as dg
 import pytest
-from faultkit import IMAGE, PROJECT, cli_env, inventory, pids_with_env, start_cli, write_fault_catalog
+from faultkit import IMAGE, PROJECT, cli_env, docker_inventory, inventory, pids_with_env, start_cli, write_fault_catalog
 from test_crash import wait_for
 
 
 @pytest.mark.parametrize("executor", ["in_process", "multiprocess"])
-def test_terminated_run_leaves_nothing(tmp_path, work_dir, cloud, executor):
-    before = inventory(cloud)
+def test_terminated_run_leaves_nothing(tmp_path, work_dir, cloud, docker_daemon, executor):
+    before, docker_before = inventory(cloud), docker_inventory()
     home, mark = tmp_path / "home", uuid.uuid4().hex
-    catalog = write_fault_catalog(tmp_path / "p", {"sleep_seconds": 300})
+    catalog = write_fault_catalog(tmp_path / "p", {"sleep_seconds": 300}, machine=True)
     out = tmp_path / "run.out"
     env = cli_env(home, catalog, FAULT_MARK=mark, IMAGE_ASSETS_EXECUTOR=executor,
                   IMAGE_ASSETS_PACKER_CLEANUP_SECONDS="120")
@@ -24,6 +25,7 @@ def test_terminated_run_leaves_nothing(tmp_path, work_dir, cloud, executor):
         wait_for(lambda: b"building-now" in out.read_bytes(), 180, "packer to reach the sleeping provisioner")
         mid = inventory(cloud)
         assert len(mid["instances"] - before["instances"]) == 1
+        assert len(docker_inventory()["containers"] - docker_before["containers"]) == 1  # the instance
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=150)
     finally:
@@ -34,6 +36,7 @@ def test_terminated_run_leaves_nothing(tmp_path, work_dir, cloud, executor):
     text = out.read_text(errors="replace") + "".join(p.read_text() for p in home.rglob("compute_logs/*"))
     assert "sending SIGINT to packer" in text and "120s" in text
     assert inventory(cloud) == before
+    assert docker_inventory() == docker_before  # no container, running or stopped, and nothing committed
     with dg.DagsterInstance.from_config(str(home)) as instance:
         runs = instance.get_runs()
         assert runs and runs[0].status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)

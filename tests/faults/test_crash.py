@@ -1,5 +1,6 @@
-"""Item 2: a step process killed mid-build (SIGKILL, no cleanup): the next build of that image
-removes what the dead build left, and never touches a build that may still be running."""
+"""Item 2: a step process killed mid-build (SIGKILL, no cleanup) while packer provisions inside the
+instance (a container): the next build of that image removes what the dead build left (its container
+with its instance), and never touches a build that may still be running."""
 
 import json
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 from conftest import latest
-from faultkit import IMAGE, cli_env, inventory, pids_with_env, run_cli, start_cli, write_fault_catalog
+from faultkit import IMAGE, VENDORS, cli_env, docker_inventory, inventory, pids_with_env, run_cli, start_cli, write_fault_catalog
 
 from image_assets.catalog import VendorQuery
 
@@ -22,10 +23,10 @@ def wait_for(predicate, timeout: float, what: str):
         time.sleep(0.2)
 
 
-def test_leftovers_of_a_killed_build_are_removed_by_the_next_build(tmp_path, work_dir, cloud):
-    before = inventory(cloud)
+def test_leftovers_of_a_killed_build_are_removed_by_the_next_build(tmp_path, work_dir, cloud, docker_daemon):
+    before, docker_before = inventory(cloud), docker_inventory()
     home, mark = tmp_path / "home", uuid.uuid4().hex
-    slow = write_fault_catalog(tmp_path / "slow", {"sleep_seconds": 300})
+    slow = write_fault_catalog(tmp_path / "slow", {"sleep_seconds": 300}, machine=True)
     out = tmp_path / "crashed.out"
     proc = start_cli("*", cli_env(home, slow, FAULT_MARK=mark), out)
     try:
@@ -43,6 +44,7 @@ def test_leftovers_of_a_killed_build_are_removed_by_the_next_build(tmp_path, wor
     wait_for(lambda: not pids_with_env("FAULT_MARK", mark), 30, "the killed processes to go")
     left = inventory(cloud)
     assert left["instances"] - before["instances"], "the crash should have left the build instance"
+    assert docker_inventory()["containers"] - docker_before["containers"], "and its container"
     assert any(d.name.startswith(IMAGE) for d in work_dir.iterdir())  # with its var-file
 
     # A build that may be in progress elsewhere (its run unknown to this instance): never touched.
@@ -53,7 +55,7 @@ def test_leftovers_of_a_killed_build_are_removed_by_the_next_build(tmp_path, wor
                                              {"Key": "DagsterRunId", "Value": "another-live-run"}]}])
     other_id = other["Instances"][0]["InstanceId"]
     try:
-        quick = write_fault_catalog(tmp_path / "quick", {"sleep_seconds": 0})
+        quick = write_fault_catalog(tmp_path / "quick", {"sleep_seconds": 0}, machine=True)
         second = run_cli(IMAGE, cli_env(home, quick))
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
         assert "removed what dead build" in second.stdout + second.stderr + "".join(
@@ -70,22 +72,26 @@ def test_leftovers_of_a_killed_build_are_removed_by_the_next_build(tmp_path, wor
     assert after["key_pairs"] == before["key_pairs"]
     assert after["volumes"] == before["volumes"]
     assert after["images"] == before["images"] | {new_image}
+    assert docker_inventory() == {"containers": docker_before["containers"],
+                                  "committed": docker_before["committed"] | {new_image}}
     assert len(after["snapshots"] - before["snapshots"]) == 1  # the new image's own snapshot
+    assert docker_inventory() == {"containers": docker_before["containers"],
+                                  "committed": docker_before["committed"] | {new_image}}
     assert not [d for d in work_dir.iterdir() if d.name.startswith(IMAGE)]
 
 
 def latest_vendor_image(cloud) -> str:
-    return cloud.newest_vendor_image(VendorQuery(owners=["amazon"], name="al2023-ami-2023.*-kernel-6.1-x86_64")).id
+    return cloud.newest_vendor_image(VendorQuery(**VENDORS["debian-11"])).id
 
 
-def test_a_dead_runs_packer_still_running_is_stopped_before_its_build_is_removed(tmp_path, work_dir, cloud):
+def test_a_dead_runs_packer_still_running_is_stopped_before_its_build_is_removed(tmp_path, work_dir, cloud, docker_daemon):
     """Only the step process dies (SIGKILL); packer, in a session of its own, keeps building. The
     next build finds packer's process group recorded in the image lock, stops it (SIGINT: packer
     cleans up its own instance) and only then removes what is left: no live build is ever acted on."""
-    before = inventory(cloud)
+    before, docker_before = inventory(cloud), docker_inventory()
     home, mark = tmp_path / "home", uuid.uuid4().hex
     out = tmp_path / "crashed.out"
-    proc = start_cli("*", cli_env(home, write_fault_catalog(tmp_path / "slow", {"sleep_seconds": 300}),
+    proc = start_cli("*", cli_env(home, write_fault_catalog(tmp_path / "slow", {"sleep_seconds": 300}, machine=True),
                                   FAULT_MARK=mark), out)
     try:
         wait_for(lambda: b"building-now" in out.read_bytes(), 180, "packer to reach the sleeping provisioner")
@@ -101,7 +107,7 @@ def test_a_dead_runs_packer_still_running_is_stopped_before_its_build_is_removed
     assert packers and all(os.getpgid(p) == lock["pgid"] for p in packers), survivors  # packer lives on
     assert inventory(cloud)["instances"] - before["instances"]
 
-    second = run_cli(IMAGE, cli_env(home, write_fault_catalog(tmp_path / "quick", {"sleep_seconds": 0})))
+    second = run_cli(IMAGE, cli_env(home, write_fault_catalog(tmp_path / "quick", {"sleep_seconds": 0}, machine=True)))
     logs = second.stdout + second.stderr + "".join(p.read_text() for p in home.rglob("compute_logs/*"))
     assert second.returncode == 0, logs[-3000:]
     assert f"dead build {lock['run_id']} still has packer running (process group {lock['pgid']})" in logs
@@ -112,3 +118,5 @@ def test_a_dead_runs_packer_still_running_is_stopped_before_its_build_is_removed
     assert after["instances"] == before["instances"]
     assert after["security_groups"] == before["security_groups"] and after["key_pairs"] == before["key_pairs"]
     assert after["images"] == before["images"] | {new_image}
+    assert docker_inventory() == {"containers": docker_before["containers"],
+                                  "committed": docker_before["committed"] | {new_image}}

@@ -1,8 +1,9 @@
-"""Items 3 and 4: a retry never yields a second image; two concurrent runs of one image run one build."""
+"""Items 3 and 4: a retry never yields a second image; two concurrent runs of one image run one build.
+The instances are containers: each image is one committed container image, and no container stays."""
 
 import dagster as dg
 from conftest import latest, materialize
-from faultkit import IMAGE, cli_env, inventory, start_cli, write_fault_catalog
+from faultkit import IMAGE, cli_env, docker_inventory, inventory, start_cli, write_fault_catalog
 from test_crash import wait_for
 
 from image_assets import build as buildmod
@@ -12,10 +13,10 @@ from image_assets.errors import StoreError
 from image_assets.packer import PackerCli
 
 
-def test_retry_after_the_image_was_made_reuses_it(tmp_path, work_dir, instance, cloud, monkeypatch):
-    catalog = load_catalog(write_fault_catalog(tmp_path / "p"))
-    materialize(catalog, instance, selection="al2023")
-    before = inventory(cloud)
+def test_retry_after_the_image_was_made_reuses_it(tmp_path, work_dir, instance, cloud, docker_daemon, monkeypatch):
+    catalog = load_catalog(write_fault_catalog(tmp_path / "p", machine=True))
+    materialize(catalog, instance, selection="debian-11")
+    before, docker_before = inventory(cloud), docker_inventory()
     real = stores.Store.require_available
     calls = []
 
@@ -34,20 +35,25 @@ def test_retry_after_the_image_was_made_reuses_it(tmp_path, work_dir, instance, 
     meta = latest(instance, IMAGE)
     assert meta["image_id"] == calls[0] and meta["reused"] is True
     assert inventory(cloud)["images"] - before["images"] == {calls[0]}  # one image for the run
+    assert docker_inventory() == {"containers": docker_before["containers"],
+                                  "committed": docker_before["committed"] | {calls[0]}}
 
     # The same run again with changed inputs (a retry after a catalog edit): the first attempt's
     # image was built from other inputs, so it is not adopted; the retry builds anew.
     monkeypatch.setattr(stores.Store, "require_available", real)
-    changed = load_catalog(write_fault_catalog(tmp_path / "q", {"payload": "changed"}))
+    changed = load_catalog(write_fault_catalog(tmp_path / "q", {"payload": "changed"}, machine=True))
     parent = buildmod.Parent(meta["parent_image_id"], meta["root_image_id"])
     again = buildmod.build_image(changed, IMAGE, parent, result.run_id, PackerCli())
     assert again.image_id != calls[0] and not again.reused and again.fingerprint != meta["fingerprint"]
     assert inventory(cloud)["images"] - before["images"] == {calls[0], again.image_id}
+    assert inventory(cloud)["instances"] == before["instances"]
+    assert docker_inventory() == {"containers": docker_before["containers"],
+                                  "committed": docker_before["committed"] | {calls[0], again.image_id}}
 
 
-def test_two_concurrent_runs_of_one_image_run_one_build(tmp_path, work_dir, cloud):
-    before = inventory(cloud)
-    catalog = write_fault_catalog(tmp_path / "p", {"sleep_seconds": 5})
+def test_two_concurrent_runs_of_one_image_run_one_build(tmp_path, work_dir, cloud, docker_daemon):
+    before, docker_before = inventory(cloud), docker_inventory()
+    catalog = write_fault_catalog(tmp_path / "p", {"sleep_seconds": 5}, machine=True)
     outs = [tmp_path / "a.out", tmp_path / "b.out"]
     first = start_cli("*", cli_env(tmp_path / "home-a", catalog), outs[0])
     wait_for(lambda: b"building-now" in outs[0].read_bytes(), 180, "the first build to be mid-way")
@@ -63,3 +69,5 @@ def test_two_concurrent_runs_of_one_image_run_one_build(tmp_path, work_dir, clou
             ids.append(latest(instance, IMAGE)["image_id"])
     assert ids[0] == ids[1]
     assert inventory(cloud)["images"] - before["images"] == {ids[0]}
+    assert docker_inventory() == {"containers": docker_before["containers"],
+                                  "committed": docker_before["committed"] | {ids[0]}}
