@@ -89,7 +89,7 @@ def problems(chain: list[Link]) -> list[str]:
     if not head.managed and head.state != "missing":
         out.append(f"{head.image_id} is not managed by image-assets (no ManagedBy={MANAGED_BY} tag)")
     if root.state == "missing":
-        out.append(f"{root.image_id} no longer exists: the lineage ends there")
+        out.append(f"{root.image_id} no longer exists (deregistered, or lost with a sandbox reset): the lineage ends there")
     if head.root_image_id and len(chain) > 1 and head.root_image_id != root.image_id:
         out.append(f"RootImageId tag of {head.image_id} is {head.root_image_id}, but the ParentImageId chain "
                    f"ends at {root.image_id}")
@@ -106,7 +106,7 @@ class Freshness:
     parent: str  # the parent asset
     built_on: str  # ParentImageId: the parent image it was built on
     expected_parent: str | None  # the parent asset's current image (None: never materialized)
-    status: str  # "current" | "outdated" | "unknown"
+    status: str  # "current" | "outdated" | "unknown" | "missing" (the store no longer has the image)
     cause: str = ""
 
     def as_dict(self) -> dict:
@@ -162,5 +162,17 @@ def outdated(catalog: Catalog, store: Store, current: Mapping[str, str | None]) 
     out = []
     for name, image in catalog.images.items():
         if image.parent and current.get(name):
-            out.append(freshness(catalog, name, walk(lookup, current[name]), current))
+            chain = walk(lookup, current[name])
+            if chain[0].state == "missing":
+                out.append(Freshness(name, current[name], image.parent, "", current.get(image.parent), "missing",
+                                     missing_cause(store, name, current[name])))
+            else:
+                out.append(freshness(catalog, name, chain, current))
     return out
+
+
+def missing_cause(store: Store, name: str, image_id: str) -> str:
+    """Why an image the asset recorded is not in the store, and what to do."""
+    return (f"{store.where} no longer has {image_id}, the image {name!r} recorded (deregistered, or lost with "
+            f"the sandbox: `python -m image_assets.sandbox reset`, or a restart by a version that did not keep "
+            f"images); rebuild: dagster asset materialize -m definitions --select '{name}*'")

@@ -115,3 +115,21 @@ def test_a_store_call_to_a_stopped_sandbox_names_it(own_sandbox):
         store.get("ami-12345678")
     assert f"http://127.0.0.1:{own_sandbox}" in str(failure.value)
     assert "python -m image_assets.sandbox start" in str(failure.value) and not failure.value.transient
+
+
+def test_an_image_lost_with_a_reset_sandbox_is_reported_missing(tmp_path, work_dir, own_sandbox):
+    from image_assets import lineage
+
+    store = Ec2Store("sandbox", "us-east-1")
+    vendor = store.newest_vendor_image(VendorQuery(**VENDORS["debian-11"])).id
+    built = _build(tmp_path, build.Parent(vendor, vendor))
+    catalog = load_catalog(write_fault_catalog(tmp_path / "c", machine=True))
+    current = {"debian-11": vendor, IMAGE: built.image_id}
+    assert [f.status for f in lineage.outdated(catalog, store, current)] == ["current"]
+    sandbox.stop(own_sandbox, forget=True)
+    sandbox.start(own_sandbox)
+    store = Ec2Store("sandbox", "us-east-1")
+    [found] = lineage.outdated(catalog, store, current)
+    assert found.status == "missing"
+    assert f"no longer has {built.image_id}" in found.cause and "python -m image_assets.sandbox reset" in found.cause
+    assert f"--select '{IMAGE}*'" in found.cause
