@@ -106,6 +106,14 @@ def _get_command_invocation(self, command_id: str, instance_id: str, plugin_name
 
 def _invoke(command, invocation: dict, container: sandbox_instances.Container, script: str, workdir: str,
             limit: int) -> None:
+    try:
+        _run(command, invocation, container, script, workdir, limit)
+    finally:  # whatever happened, a client waiting on the invocation gets its answer
+        _ended.pop((command.command_id, invocation["InstanceId"])).set()
+
+
+def _run(command, invocation: dict, container: sandbox_instances.Container, script: str, workdir: str,
+         limit: int) -> None:
     started = datetime.datetime.now(datetime.timezone.utc)
     invocation.update(Status="InProgress", StatusDetails="InProgress", ExecutionStartDateTime=_iso(started))
     command.status = command.status_details = "InProgress"
@@ -117,8 +125,10 @@ def _invoke(command, invocation: dict, container: sandbox_instances.Container, s
     try:
         done = dockerd.docker(*args, check=False, timeout=limit + 60)
         code, stdout, stderr = done.returncode, done.stdout, done.stderr
-    except (subprocess.SubprocessError, OSError) as exc:
-        code, stdout, stderr = TIMED_OUT_CODE, "", f"sandbox: docker exec in {container.name} failed: {exc}"
+    except subprocess.TimeoutExpired:
+        code, stdout, stderr = TIMED_OUT_CODE, "", f"sandbox: docker exec in {container.name} did not return"
+    except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+        code, stdout, stderr = 1, "", f"sandbox: docker exec in {container.name} failed: {exc}"
     seconds = time.monotonic() - t0
     if code == TIMED_OUT_CODE and seconds >= limit:
         status, details = "TimedOut", "ExecutionTimedOut"
@@ -134,7 +144,6 @@ def _invoke(command, invocation: dict, container: sandbox_instances.Container, s
         command.status = command.status_details = next(
             (s for s in ("TimedOut", "Failed") if s in statuses), "Success")
         command.error_count = sum(i["Status"] != "Success" for i in command.invocations)
-    _ended.pop((command.command_id, invocation["InstanceId"])).set()
 
 
 def _create_profile() -> None:
