@@ -2,6 +2,7 @@
 during a build the build fails at once, naming the endpoint and how to start it, and nothing is left.
 Each test runs its own sandbox (own port), so the session's sandbox is never stopped."""
 
+import socket
 import subprocess
 import sys
 import threading
@@ -133,3 +134,24 @@ def test_an_image_lost_with_a_reset_sandbox_is_reported_missing(tmp_path, work_d
     assert found.status == "missing"
     assert f"no longer has {built.image_id}" in found.cause and "python -m image_assets.sandbox reset" in found.cause
     assert f"--select '{IMAGE}*'" in found.cause
+
+
+def test_reboot_restarts_the_instance_container(own_sandbox):
+    from image_assets import dockerd
+
+    store = Ec2Store("sandbox", "us-east-1")
+    vendor = store.newest_vendor_image(VendorQuery(**VENDORS["debian-11"])).id
+    instance = store.ec2.run_instances(ImageId=vendor, MinCount=1, MaxCount=1)["Instances"][0]
+    name = f"sandbox-{own_sandbox}-{instance['InstanceId']}"
+
+    def started() -> str:
+        return dockerd.docker("inspect", "--format", "{{.State.Running}} {{.State.StartedAt}}", name).stdout.strip()
+
+    before = started()
+    store.ec2.reboot_instances(InstanceIds=[instance["InstanceId"]])
+    after = started()
+    assert after.startswith("true ") and after != before  # the container's processes started anew
+    with socket.create_connection((instance["PrivateIpAddress"], 22), timeout=5):
+        pass  # sshd is back on the instance's own address
+    store.ec2.terminate_instances(InstanceIds=[instance["InstanceId"]])
+    assert docker_inventory(own_sandbox)["containers"] == set()
