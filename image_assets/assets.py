@@ -156,7 +156,7 @@ def _layer_delta(context: dg.AssetExecutionContext, catalog: Catalog, name: str,
     delta = layer_delta.measure(stores.connect(catalog.target, catalog.defaults.region),
                                 built.parent_image_id, built.image_id)
     context.log.info(f"{name}: layer delta against {built.parent_image_id}: {delta.summary()} "
-                     f"(measured in {time.monotonic() - started:.2f} s)")
+                     f"({time.monotonic() - started:.2f} s)")
     return delta.metadata()
 
 

@@ -1,13 +1,18 @@
-"""What each layer changed, on real packer and docker: a local layer that installs a package and removes
-one records both in its materialization, with versions, and the files it changed; a reused
-materialization carries the delta its build recorded (the delta's logic on dpkg text:
-tests/unit/test_layer_delta.py)."""
+"""What each layer changed, on real packer and docker: a layer that installs a package and removes one
+records both in its materialization, with versions, and the files it changed, on the local target
+and on the sandbox (a layer on Debian 11's AMI, built over SSH in an instance's container); a reused
+materialization carries the delta its build recorded; an image no machine runs on the sandbox says
+its delta was not measured, and why (the delta's logic on dpkg text: tests/unit/test_layer_delta.py)."""
 
+import shutil
 import uuid
 
-from conftest import latest, materialize
-from image_assets import dockerd, layer_delta, stores
+import yaml
+
+from conftest import AL2023, PROJECT, latest, materialize
+from image_assets import dockerd, layer_delta, sandbox, sandbox_instances, stores
 from image_assets.catalog import load_catalog
+from test_sandbox_instances import backed_sandbox  # noqa: F401 (a fixture)
 from unit.test_local_target import CONTENT, write_catalog
 
 INSTALLED, REMOVED = "less", "gcc-9-base"  # gcc-9-base: in Debian 11's minbase, and nothing there needs it
@@ -61,3 +66,34 @@ def test_a_local_layer_records_the_packages_and_files_it_changed(base_image, tmp
         record = store.get(built) if built else None
         if record:
             store.deregister(record)
+
+
+def test_a_sandbox_layer_on_debian_11_records_its_delta(backed_sandbox, tmp_path, work_dir, instance):  # noqa: F811
+    project = tmp_path / "project"
+    shutil.copytree(PROJECT / "packer", project / "packer")
+    (project / "packer" / "scripts" / "linux" / "layer-delta.sh").write_text(SCRIPT)
+    layer = {"template": "packer/aws/linux", "content": {"scripts": "packer/scripts/linux"},
+             "variables": {"scripts": ["layer-delta.sh"]}}
+    path = project / "images.yaml"
+    path.write_text(yaml.safe_dump({"defaults": {"target": "sandbox", "region": "us-east-1"}, "images": {
+        "debian-11": {"layer": "vendor", "vendor": {"owners": ["136693071363"], "name": "debian-11-amd64-*"}},
+        "tools": {"layer": "global", "parent": "debian-11", **layer},
+        "al2023": AL2023,
+        "tools-al": {"layer": "global", "parent": "al2023", **layer},
+    }}, sort_keys=False))
+    materialize(load_catalog(path), instance)
+
+    meta = latest(instance, "tools")
+    backing = sandbox_instances.read_backing(backed_sandbox)
+    before, after = versions(backing[meta["parent_image_id"]]), versions(backing[meta["image_id"]])
+    assert INSTALLED not in before and REMOVED not in after
+    assert meta["packages_added"] == [{"name": INSTALLED, "version": after[INSTALLED], "arch": "amd64"}]
+    assert meta["packages_removed"] == [{"name": REMOVED, "version": before[REMOVED], "arch": "amd64"}]
+    assert meta["files_changed"] > 0 and meta["layer_delta"].startswith("1 packages added, 1 removed, 0 upgraded; ")
+    print(f"sandbox layer on debian-11: {meta['layer_delta']}")
+
+    # No machine runs al2023 here: the stand-in build's delta is not measured, and says why.
+    unbacked = latest(instance, "tools-al")
+    assert unbacked["layer_delta"].startswith("not measured: ") and "no machine" in unbacked["layer_delta"]
+    assert not set(unbacked) & {"packages_added", "packages_removed", "packages_upgraded", "files_changed"}
+    assert sandbox.port_of(stores.connect("sandbox", "us-east-1").endpoint) == backed_sandbox
