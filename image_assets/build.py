@@ -400,7 +400,19 @@ def _reused(catalog: Catalog, resolved: Resolved, existing: stores.ImageRecord, 
                  tags.get("RootImageId", resolved.parent.root_image_id), tags.get("Fingerprint", ""), True,
                  own_refs, cli.version(), 0.0, tags.get("ImageVersion", ""), tags,
                  *_lineage(store, existing, resolved.parent, parent_image),
-                 not_provisioned=store.no_machine(existing.id) if resolved.target == "sandbox" else "")
+                 not_provisioned=_not_provisioned(store, resolved))
+
+
+def _not_provisioned(store: stores.Store, resolved: Resolved) -> str:
+    """Why the image's template cannot run: on the sandbox, a template that connects to its instance
+    (communicator other than "none") on a parent no machine runs; "" when it runs."""
+    if resolved.target != "sandbox":
+        return ""
+    try:
+        source = templates.target_source(resolved.template_dir, resolved.target)
+    except templates.TemplateError:
+        return ""  # the build says what is wrong with the template
+    return store.no_machine(resolved.parent.image_id) if templates.needs_machine(resolved.template_dir, source) else ""
 
 
 def _verify(store: stores.Store, name: str, image_id: str, tags: dict[str, str], log) -> stores.ImageRecord:
@@ -468,10 +480,11 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
     variables.update({k: v for k, v in optional.items() if k in declared})
     variables.update({k: v for k, v in store.build_variables().items() if k in declared and k not in image.variables})
     var_files = [template_dir / f for f in resolved.var_files]
-    no_machine = store.no_machine(parent.image_id) if target == "sandbox" else ""
+    no_machine = _not_provisioned(store, resolved)
     if no_machine:
-        # Nothing can run the template here: the stand-in makes the image (tags, lineage and
-        # children as usual) and the image says its template did not run.
+        # Nothing can run the template here (it connects to its instance, and no machine is behind
+        # the parent): the stand-in makes the image (tags, lineage and children as usual) and the
+        # image says its template did not run. A template with communicator "none" runs as it is.
         log(f"{name}: not running {template_dir} on the sandbox: {no_machine}; building it with the stand-in {NO_MACHINE_TEMPLATE}")
         template_dir, source, var_files = NO_MACHINE_TEMPLATE, "amazon-ebs.no-machine", []
         scripts = image.variables.get("scripts") or []

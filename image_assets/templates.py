@@ -57,13 +57,14 @@ def build_sources(body: dict) -> list[str]:
     return [n.removeprefix("source.") for n in names]
 
 
-def _parse(files: list[Path]) -> tuple[dict[str, Variable], list[str], dict[str, str]]:
-    """The variables the files declare, their sources as "type.name", and the name `-only` knows
-    a source by where that differs: "<build>.type.name" for a source whose one build is named."""
+def _parse(files: list[Path]) -> tuple[dict[str, Variable], dict[str, str], dict[str, str]]:
+    """The variables the files declare, their sources as "type.name" with their communicator as
+    written (packer's default "ssh" when unset), and the name `-only` knows a source by where that
+    differs: "<build>.type.name" for a source whose one build is named."""
     import hcl2  # lark-based: ~0.3 s to import, so only on a cache miss
 
     found: dict[str, Variable] = {}
-    sources: list[str] = []
+    sources: dict[str, str] = {}
     builds: dict[str, list[str]] = {}  # source -> the names of the builds that use it ("" unnamed)
     for path in files:
         try:
@@ -77,7 +78,9 @@ def _parse(files: list[Path]) -> tuple[dict[str, Variable], list[str], dict[str,
                 found[name] = Variable(name, bool(body.get("sensitive")), "default" in body, _type_expr(body.get("type")))
         for block in doc.get("source", []):
             for kind, named in block.items():
-                sources += [f"{kind.strip(chr(34))}.{name.strip(chr(34))}" for name in named]
+                for name, body in named.items():
+                    communicator = str(body.get("communicator", "ssh") if isinstance(body, dict) else "ssh").strip('"')  # python-hcl2 8 keeps quotes
+                    sources[f"{kind.strip(chr(34))}.{name.strip(chr(34))}"] = str(communicator)
         for body in doc.get("build", []):
             for source in build_sources(body):
                 builds.setdefault(source, []).append(str(body.get("name", "")).strip('"'))
@@ -131,7 +134,15 @@ def declared_variables(template_dir: Path) -> dict[str, Variable]:
 
 def sources(template_dir: Path) -> list[str]:
     """The template's sources, as "type.name" (e.g. "amazon-ebs.aws")."""
-    return _once("sources", template_dir, lambda: _read(template_dir)[1])
+    return list(_once("sources", template_dir, lambda: _read(template_dir)[1]))
+
+
+def needs_machine(template_dir: Path, source: str) -> bool:
+    """Whether the source (as target_source names it) connects to its instance: any communicator
+    but a literal "none"."""
+    communicators = _once("sources", template_dir, lambda: _read(template_dir)[1])
+    found = [c for name, c in communicators.items() if source == name or source.endswith("." + name)]
+    return not found or found[0] != "none"
 
 
 # The kind of source each target builds: one per template, whatever its name.
@@ -152,15 +163,15 @@ def target_source(template_dir: Path, target: str) -> str:
     return _once("only", template_dir, lambda: _read(template_dir)[2]).get(found[0], found[0])
 
 
-def _read(template_dir: Path) -> tuple[dict[str, Variable], list[str], dict[str, str]]:
+def _read(template_dir: Path) -> tuple[dict[str, Variable], dict[str, str], dict[str, str]]:
     files = template_files(Path(template_dir).resolve())
     digest = hashlib.sha256(b"".join(p.read_bytes() + b"\0" for p in files)).hexdigest()
     if digest in _memo:
         return _memo[digest]
-    cached = _cache_dir() / f"{digest}.v4.json"  # v4: variables with their type, the sources and their -only names
+    cached = _cache_dir() / f"{digest}.v6.json"  # v6: variables with their type, sources with communicator, -only names
     try:
         doc = json.loads(cached.read_text())
-        found = {v["name"]: Variable(**v) for v in doc["variables"]}, list(doc["sources"]), dict(doc["only"])
+        found = {v["name"]: Variable(**v) for v in doc["variables"]}, dict(doc["sources"]), dict(doc["only"])
     except (OSError, ValueError, TypeError, KeyError):
         found = _parse(files)
         try:
@@ -175,7 +186,7 @@ def _read(template_dir: Path) -> tuple[dict[str, Variable], list[str], dict[str,
     return found
 
 
-_memo: dict[str, tuple[dict[str, Variable], list[str], dict[str, str]]] = {}
+_memo: dict[str, tuple[dict[str, Variable], dict[str, str], dict[str, str]]] = {}
 
 
 def content_digest(path: Path) -> str:
