@@ -10,12 +10,15 @@ import argparse
 import datetime
 import ipaddress
 import json
+import queue
 import subprocess
+import threading
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.responses import ActionResult
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models import ec2_backends
+from moto.ec2.models import key_pairs as moto_key_pairs
 from moto.ec2.models.amis import Ami, AmiBackend
 from moto.ec2.models.core import TaggedEC2Resource
 from moto.ec2.models.instances import Instance, InstanceBackend
@@ -37,6 +40,8 @@ _moto_run_instances = InstanceBackend.run_instances
 _moto_instance_start, _moto_instance_stop = Instance.start, Instance.stop
 _moto_instance_terminate, _moto_instance_reboot = Instance.terminate, Instance.reboot
 _moto_public_dns, _moto_private_dns = Instance.public_dns_name, Instance.private_dns_name
+_moto_rsa_key_pair = moto_key_pairs.random_rsa_key_pair
+_spare_rsa_keys: queue.Queue = queue.Queue(maxsize=1)
 _debian_amis: list[dict] = []  # Ami keyword arguments, set once at start (sandbox_instances.configure)
 
 
@@ -63,6 +68,25 @@ def _in_docker(what: str, action, *args):
         return action(*args)
     except (RuntimeError, subprocess.SubprocessError) as exc:
         raise EC2ClientError("SandboxContainerError", f"sandbox: {what} failed in docker: {exc}") from None
+
+
+def _make_spare_rsa_key() -> None:
+    try:
+        _spare_rsa_keys.put_nowait(_moto_rsa_key_pair())
+    except queue.Full:
+        pass
+
+
+def _rsa_key_pair_made_ahead():
+    # CreateKeyPair: moto makes a 2048-bit RSA key inside the call, on a build's critical path.
+    # One is made ahead in a thread (the key generation leaves the GIL), and the next after each
+    # use; each key is handed out once.
+    try:
+        key = _spare_rsa_keys.get_nowait()
+    except queue.Empty:
+        key = _moto_rsa_key_pair()
+    threading.Thread(target=_make_spare_rsa_key, daemon=True).start()
+    return key
 
 
 def _load_amis_and_debian(self) -> None:
@@ -184,6 +208,8 @@ def patch_moto(debian_amis: list[dict] = ()) -> None:
     Instance.private_dns_name = _loopback_or(_moto_private_dns, "private_ip")
     AmiBackend.create_image = _create_image_ebs
     TaggedEC2Resource.get_tags = _tags_of_resource
+    moto_key_pairs.random_rsa_key_pair = _rsa_key_pair_made_ahead
+    threading.Thread(target=_make_spare_rsa_key, daemon=True).start()
     AmisResponse.enable_image_deprecation = _enable_image_deprecation
     AmisResponse.disable_image_deprecation = _disable_image_deprecation
     sandbox_ssm.patch_moto()  # SSM Run Command runs in the instance's container
