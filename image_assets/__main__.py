@@ -232,33 +232,18 @@ def cmd_rollback(args, catalog) -> int:
 
 
 def cmd_check_template(args, catalog) -> int:
-    """Every way DIR breaks the template contract (image_assets.template_check); 1 when any."""
+    """Every way DIR breaks the template contract, and packer's word on it (image_assets.template_check);
+    1 when any is an error."""
     from image_assets import template_check
-    from image_assets.packer import PackerCli, PackerError
 
     if not os.path.isdir(args.dir):
         raise UsageError(f"{args.dir}: not a directory")
-    image = None
     if args.image:
         catalog = load_catalog(args.catalog)
         if args.image not in catalog.images or catalog.images[args.image].vendor:
             raise UsageError(f"--image {args.image!r}: no built image of that name in {catalog.path}")
-        image = catalog.images[args.image]
     target = args.target or (catalog.target if catalog else os.environ.get("IMAGE_ASSETS_TARGET") or "sandbox")
-    try:
-        version = PackerCli().version()
-    except PackerError:
-        version = "1.6.6"  # what these machines install; the blocks it lacks are still reported
-    findings = template_check.check(args.dir, target, image, version)
-    if args.json:
-        print(json.dumps({"template_dir": args.dir, "target": target, "packer_version": version,
-                          "findings": [f.as_dict() for f in findings]}, indent=2))
-    else:
-        for finding in findings:
-            print(finding)
-        print(f"{len(findings)} problem(s) in {args.dir} for target {target} (packer {version})" if findings
-              else f"{args.dir}: no problems for target {target} (packer {version})")
-    return 1 if findings else 0
+    return template_check.main(args.dir, target, args.image, catalog, args.json, args.var_file)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -302,6 +287,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--image", help="the catalog image built from it: its variables and secrets count as set")
     c.add_argument("--target", choices=["sandbox", "aws", "local"],
                    help="default: the catalog's target with --image, else $IMAGE_ASSETS_TARGET or sandbox")
+    c.add_argument("--var-file", action="append", default=[], metavar="FILE",
+                   help="a var-file of the template (relative to DIR), as the catalog's var_files; repeatable")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_check_template, catalog_needed=False)
     return p

@@ -24,7 +24,6 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -50,15 +49,15 @@ CHECKS = (EXISTS, TAGS, NOT_REVOKED, TEMPLATE, UP_TO_DATE)  # on every built ima
 TEST_TIMEOUT = 600  # seconds for all of one image's tests
 REQUIRED_TAGS = ("ManagedBy", "Deployment", "ImageName", "ImageLayer", "ImageVersion", "ParentImageId",
                  "RootImageId", "Fingerprint", "GitRefs", "DagsterRunId")
-PACKER_TIMEOUT = 120  # seconds for one packer validate/fmt; a hung one fails the check instead of the step
 OUTPUT_LIMIT = 2000  # characters of packer output kept in check metadata
 
 _DESCRIPTIONS = {
     EXISTS: "The asset's current image exists in the target and is available.",
     TAGS: "The image carries every image-assets tag, equal to the materialization metadata.",
     NOT_REVOKED: "The asset's current image is not tagged Revoked.",
-    TEMPLATE: "`packer validate -syntax-only`, `packer fmt -check`, `packer validate` with the catalog "
-              "variables, and the template contract (`python -m image_assets check-template`) pass on the image's template.",
+    TEMPLATE: "The template contract (`python -m image_assets check-template`), `packer validate -syntax-only` "
+              "and `packer validate` of the source the target builds (as on the sandbox and on AWS) with the "
+              "catalog variables and var-files pass on the image's template; `packer fmt` differences are a warning.",
     UP_TO_DATE: "The image was built on the current image of its parent asset (and so were its ancestors).",
     IMAGE_TESTS: "The catalog's `tests` of the image and of every ancestor (theirs first, from the root down) "
                  "succeed, in order, in a throwaway container of the image (target local) or on an instance "
@@ -273,67 +272,46 @@ def compliance(catalog: Catalog, name: str, meta: dict, store: Store, report_dir
 # --- template_valid ---------------------------------------------------------------------------
 
 
-def _run_packer(cli: PackerCli, args: list[str], cwd: Path, env: dict, redact: Redactor) -> tuple[int, str]:
-    """One packer call through the project's runner; its human output, masked."""
-    try:
-        out = cli.run(args, cwd=cwd, env={**os.environ, "CHECKPOINT_DISABLE": "1", **env}, redact=redact,
-                      echo=lambda _: None, timeout=PACKER_TIMEOUT)
-    except (PackerError, OSError) as exc:
-        return -1, redact(str(exc))
-    text = out.output + "".join(f"\n{e}" for e in out.errors if e not in out.output)
-    return out.returncode, redact(text).strip()
-
-
-def _placeholder_vars(catalog: Catalog, name: str, declared: dict, dirs: dict) -> dict:
+def _placeholder_vars(catalog: Catalog, name: str, declared: dict, dirs: dict, var_files: list[Path]) -> dict:
     """The var-file: catalog variables but the sensitive ones (they go in the environment, as in
-    the build), placeholders for what the build injects and for secrets, and the input and
-    content directories (they must exist: packer validate stats provisioner files)."""
+    the build), placeholders for what the build injects, for secrets and for variables nothing
+    sets, and the input and content directories (they must exist: packer validate stats
+    provisioner files)."""
     image = catalog.images[name]
-    injected = {"image_name": name, "image_version": "0.0.0", "source_image_id": "ami-00000000",
-                "region": catalog.defaults.region, "tags": {"ManagedBy": MANAGED_BY},
-                "sandbox_endpoint": "http://127.0.0.1:1", **dirs}
-    secrets = {k: _PLACEHOLDERS.get(declared[k].type.partition("(")[0], "placeholder") if k in declared else "placeholder"
-               for k in image.secrets}
-    variables = {k: v for k, v in image.variables.items() if not (k in declared and declared[k].sensitive)}
-    return {**{k: v for k, v in injected.items() if k in declared}, **variables, **secrets}
-
-
-# A placeholder for a secret, by the kind of its declared type (a string otherwise).
-_PLACEHOLDERS = {"map": {}, "object": {}, "list": [], "set": [], "tuple": [], "number": 0, "bool": False}
+    secrets = {k: template_check.placeholder(declared[k]) if k in declared else "placeholder" for k in image.secrets}
+    sensitive = {k for k in image.variables if k in declared and declared[k].sensitive}
+    variables = {k: v for k, v in image.variables.items() if k not in sensitive}
+    set_elsewhere = sensitive.union(*(templates.var_file_variables(f) for f in var_files))
+    injected = {"image_name": name, "tags": {"ManagedBy": MANAGED_BY}, "sandbox_endpoint": "http://127.0.0.1:1", **dirs}
+    return template_check.placeholder_values(declared, catalog.defaults.region, {**variables, **secrets}, injected,
+                                             set_elsewhere)
 
 
 def validate_template(cli: PackerCli, catalog: Catalog, name: str, template_dir: Path,
                       dirs: dict | None = None) -> tuple[list[dict], list[dict]]:
-    """(each packer step with its exit code and output, the contract findings of template_check).
-
-    The three packer calls are independent reads of the template, so they run at once (each is
-    ~0.1 s of packer start-up); a template that does not parse reports only that first step."""
-    findings = [dataclasses.replace(f, file=os.path.relpath(f.file, template_dir)).as_dict()
-                for f in template_check.check(template_dir, catalog.target, catalog.images[name], cli.version())]
+    """(each packer step with its exit code and output, the findings as dicts: the template
+    contract of template_check and packer's own, from `validate` of the source the target builds,
+    as on the sandbox and on AWS, `validate -syntax-only` and `fmt -check`, a warning)."""
+    image = catalog.images[name]
+    contract = template_check.check(template_dir, catalog.target, image, cli.version(), catalog.root_dir)
     with tempfile.TemporaryDirectory(prefix="image-assets-validate-") as tmp:
-        commands = [["validate", "-syntax-only"], ["fmt", "-check", "-diff"]]
-        unreadable = None
         try:
             declared = templates.declared_variables(template_dir)
-        except (templates.TemplateError, OSError) as exc:  # packer's syntax check says the same in its words
-            declared, unreadable = {}, str(exc)
+        except (templates.TemplateError, OSError):
+            declared = {}  # the contract and packer's syntax check say why
         # Sensitive catalog variables and cloud credentials; catalog secrets are never read here.
-        sensitive = secretsmod.sensitive_variables(name, catalog.images[name], declared)
+        sensitive = secretsmod.sensitive_variables(name, image, declared)
         redact = Redactor(sensitive.values)
-        if not unreadable:
-            var_file = Path(tmp) / "variables.pkrvars.json"
-            dirs = {**(dirs or {}), "manifest_path": str(Path(tmp) / "manifest.json")}
-            var_file.write_text(json.dumps(_placeholder_vars(catalog, name, declared, dirs)))
-            commands.append(["validate", f"-only={buildmod.SOURCES.get(catalog.target, '')}", f"-var-file={var_file}"])
-        with ThreadPoolExecutor(max_workers=len(commands)) as pool:
-            results = list(pool.map(lambda args: _run_packer(cli, [*args, str(template_dir)], Path(tmp), sensitive.env,
-                                                             redact), commands))
-    steps = [{"command": "packer " + " ".join(args), "exit_code": code, "output": output[-OUTPUT_LIMIT:]}
-             for args, (code, output) in zip(commands, results)]
-    if steps[0]["exit_code"] != 0:
-        return steps[:1], findings  # a template that does not parse gives packer nothing more to say
-    if unreadable:
-        steps.append({"command": "read declared variables (python-hcl2)", "exit_code": 1, "output": redact(unreadable)})
+        var_files = [template_dir / f for f in image.var_files if (template_dir / f).is_file()]
+        dirs = {**(dirs or {}), "manifest_path": str(Path(tmp) / "manifest.json")}
+        try:
+            values = _placeholder_vars(catalog, name, declared, dirs, var_files)
+        except templates.TemplateError:
+            values = {}  # the contract reports the var-file
+        steps, found = template_check.packer_checks(cli, template_dir, catalog.target, values, var_files, sensitive.env,
+                                                    redact, Path(tmp), known=contract)
+    steps = [{**step, "output": step["output"][-OUTPUT_LIMIT:]} for step in steps]
+    findings = [dataclasses.replace(f, file=os.path.relpath(f.file, template_dir)).as_dict() for f in contract + found]
     return steps, findings
 
 
@@ -353,7 +331,7 @@ def _validation_key(cli: PackerCli, catalog: Catalog, name: str, refs: dict) -> 
                      for key in image.content for r, path in [catalog.content_ref(name, key)]
                      if not r and (catalog.root_dir / path).exists()}
     doc = json.dumps([_CHECK_CODE, cli.binary, cli.version(), catalog.target, catalog.defaults.region,
-                      image.variables, sorted(image.secrets), image.content, local_content,
+                      image.variables, sorted(image.secrets), image.content, local_content, image.var_files,
                       sorted((r, ref.commit) for r, ref in refs.items()), catalog.template_ref(name),
                       "" if repo else templates.content_digest(catalog.template_dir(name))],
                      sort_keys=True, default=str)
@@ -404,15 +382,17 @@ def template_valid(cli: PackerCli, catalog: Catalog, name: str, meta: dict | Non
     except (buildmod.BuildError, gitrepos.GitError, templates.TemplateError, secretsmod.SecretError, PackerError,
             OSError, ValueError) as exc:
         return _result(name, TEMPLATE, False, f"template {image.template}: {exc}")
-    problems = []
-    for step in (s for s in steps if s["exit_code"] != 0):
-        hint = f" (run `packer fmt {where}` to fix)" if step["command"].startswith("packer fmt") else ""
-        problems.append(f"`{step['command']}` failed on {where}{hint}: {step['output'][:500]}")
-    problems += [f"{f['file']}{':' + str(f['line']) if f['line'] else ''}: {f['problem']} (fix: {f['fix']})" for f in findings]
+
+    def line(f: dict) -> str:
+        return f"{f['file']}{':' + str(f['line']) if f['line'] else ''}: {f['problem']} (fix: {f['fix']})"
+
+    problems = [line(f) for f in template_check.errors(findings)]
+    warnings = [f"warning: {line(f)}" for f in findings if f not in template_check.errors(findings)]
     if problems:
-        description = f"{len(problems)} problem(s) with {where}: " + "\n".join(problems)
+        description = f"{len(problems)} problem(s) with {where}: " + "\n".join(problems + warnings)
     else:
-        description = f"packer validate, fmt -check and the template contract pass on {where}"
+        description = "\n".join([f"packer validate of the source the target builds (as on the sandbox and on AWS), "
+                                  f"fmt and the template contract pass on {where}", *warnings])
     return _result(name, TEMPLATE, not problems, description[:4000], template=where,
                    steps=dg.MetadataValue.json(steps), findings=dg.MetadataValue.json(findings))
 

@@ -43,13 +43,14 @@ def test_checks_fail_where_they_should(demo_catalog, instance, cloud):
     assert "--select 'python310*'" in failed[("python310", "not_revoked")]
     cloud.ec2.delete_tags(Resources=[image_id], Tags=[{"Key": "Revoked"}])
 
-    # An invalid template: unformatted, then not even HCL. The image's other checks are unaffected.
+    # A template unformatted (a warning: the check passes and says so), then not even HCL. The image's
+    # other checks are unaffected.
     variables = demo_catalog.root_dir / "packer" / "aws" / "linux" / "variables.pkr.hcl"
     original = variables.read_text()
-    variables.write_text(original + 'variable "extra" {  type=string }\n')
-    failed = failing("global-linux")
-    assert set(failed) == {("global-linux", "template_valid")}
-    assert "packer fmt -check" in failed[("global-linux", "template_valid")] and "to fix" in failed[("global-linux", "template_valid")]
+    variables.write_text(original + 'variable "extra" {\n  type=string\n  default = ""\n}\n')
+    assert not failing("global-linux")
+    found = run_checks(demo_catalog, instance, "global-linux")[("global-linux", "template_valid")]
+    assert "warning: " in found.description and "packer fmt would change the layout of variables.pkr.hcl" in found.description
     variables.write_text(original + 'variable "extra" {\n')
     failed = failing("global-linux")
     assert "validate -syntax-only" in failed[("global-linux", "template_valid")]
@@ -80,7 +81,7 @@ def test_template_valid_fails_when_the_target_source_is_missing(tmp_path, work_d
     catalog = load_catalog(write_demo_catalog(tmp_path / "project", edit))
     found = run_checks(catalog, instance, "global-linux")[("global-linux", "template_valid")]
     assert not found.passed
-    assert "no source amazon-ebs.sandbox" in found.description
+    assert "no amazon-ebs source (target sandbox builds the template's one amazon-ebs source)" in found.description
 
 
 def test_template_valid_checks_the_ref_that_was_built(tmp_path, work_dir, instance):
@@ -126,14 +127,14 @@ def test_template_valid_masks_sensitive_catalog_values(tmp_path, work_dir):
     template = byo_template(path.parent / "team" / "byo")
     (template / "token.pkr.hcl").write_text(
         'variable "api_token" {\n  type      = string\n  sensitive = true\n}\n\n'
-        'build {\n  sources = ["source.amazon-ebs.sandbox"]\n\n'
+        'build {\n  sources = ["source.amazon-ebs.aws"]\n\n'
         '  provisioner "shell-local" {\n    script = "/opt/${var.api_token}/fetch.sh"\n  }\n}\n')
     result = checks.template_valid(PackerCli(), load_catalog(path), "team-base")
     assert not result.passed
     recorded = result.description + repr(result.metadata)
     assert "Bad script '/opt/" + REDACTED in recorded  # packer quoted the value; the check masked it
     assert token not in recorded
-    assert "2 build blocks use amazon-ebs.sandbox" in result.description
+    assert "2 build blocks use amazon-ebs.aws" in result.description
 
 
 def test_a_failing_blocking_check_stops_the_children(demo_catalog, instance, cloud):
