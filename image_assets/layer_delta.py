@@ -5,12 +5,15 @@ Both targets keep a docker image behind a Linux image: on the local target the i
 the sandbox the AMI's backing container image (sandbox_instances). A layer is one `docker commit`
 of a container started from its parent, so the child's image is the parent's layers plus its own,
 and those own layers are the layer's change. With overlay2 on this machine the layers' directories
-are read in place: the files changed are the entries of the child's own layer directories (a
-deleted file is a whiteout entry), and the package database is read from the topmost layer that has
-it; nothing runs, and a layer that did not touch the database changed no packages. Where the layer
-directories cannot be read (another storage driver, a daemon elsewhere), one short-lived container
-per image lists its files and packages instead. An image with no docker image behind it is not
-measured, and the delta says why.
+are read in place, nothing runs: a file the child's own layers hold is added, or modified when it
+differs from the parent's (mode, owner, size, mtime, link: a file copied up unchanged is no change),
+and a whiteout removes it (or all that was below a removed directory). dpkg's status is read from
+the topmost layer that has it; a layer that did not touch it changed no packages. rpm's database
+is binary: when a layer touches it, `rpm -qa` runs in a short-lived container of each image. Where
+the layer directories cannot be read (another storage driver, a daemon elsewhere, not root), one
+short-lived container per image lists its files and packages instead. Reading the layers costs
+about as much as two `docker image inspect` calls plus a walk of the layer, so nothing is cached.
+An image with no docker image behind it is not measured, and the delta says why.
 """
 
 from __future__ import annotations
