@@ -601,7 +601,7 @@ def packer_checks(cli, template_dir: Path, target: str, values: dict, var_files:
     for (file, line, title, detail), labels in seen.items():
         source = next(c[1][1].removeprefix("-only=") for c in commands if c[0] == labels[0])
         as_where = " (as on AWS: sandbox_endpoint empty)" if labels == ["aws"] and target == "sandbox" else ""
-        findings.append(Finding(str(template_dir / file) if file else str(template_dir), line,
+        findings.append(Finding(_shown_file(template_dir, file), line,
                                 f"packer {version} validate of {source}{as_where}: {title}: {detail}",
                                 _packer_fix(title, detail, version, source)))
     return steps, findings
@@ -611,13 +611,21 @@ def packer_checks(cli, template_dir: Path, target: str, values: dict, var_files:
 _SAID = {"Duplicate variable": "is also declared in", "Failed to read file": "dangling symlink"}
 
 
+def _shown_file(template_dir: Path, file: str | None) -> str:
+    """A file packer names, as the findings name it: a template file by the template directory as
+    given, anything else (a var-file) as packer wrote it."""
+    if not file:
+        return str(template_dir)
+    return str(template_dir / Path(file).name) if Path(file).parent == template_dir.resolve() else file
+
+
 def _syntax_findings(template_dir: Path, output: str, version: str, known) -> list[Finding]:
     at = {(Path(f.file).name, f.line) for f in known}
     said = " ".join(f.problem for f in known)
-    found = [Finding(str(template_dir / file) if file else str(template_dir), line,
+    found = [Finding(_shown_file(template_dir, file), line,
                      f"packer {version} validate -syntax-only: {title}: {detail}", _packer_fix(title, detail, version, ""))
              for file, line, title, detail in dict.fromkeys(_packer_errors(output) or [(None, None, "fails", _one_line(output))])
-             if (file, line) not in at and not (title in _SAID and _SAID[title] in said)]
+             if (file and Path(file).name, line) not in at and not (title in _SAID and _SAID[title] in said)]
     return found or [Finding(str(template_dir), None, "packer validate of the template's sources did not run: packer's "
                              "syntax check stops at the problems above", "fix them, then check again", WARNING)]
 
@@ -656,7 +664,7 @@ _ERROR_BLOCK = re.compile(r"Error: (?P<title>[^\n]+)\n(?:\s*\n)*(?:\s*on (?P<fil
 
 def _packer_errors(output: str) -> list[tuple]:
     """packer's HCL diagnostics: (file, line, title, detail) each."""
-    return [(m["file"] and Path(m["file"]).name, int(m["line"]) if m["line"] else None, m["title"].strip(),
+    return [(m["file"], int(m["line"]) if m["line"] else None, m["title"].strip(),
              _one_line(re.sub(r"\d+ error\(s\) occurred:", "", m["detail"]))) for m in _ERROR_BLOCK.finditer(output)]
 
 
