@@ -695,12 +695,13 @@ def main(template_dir: str, target: str, image_name: str | None, catalog, as_jso
     """`python -m image_assets check-template`: the contract, then packer's own checks with
     placeholder values (with --image, that image's variables, content and var-files; --var-file
     adds var-files of the template). 1 when any finding is an error; warnings alone exit 0."""
-    from image_assets.catalog import catalog_path
     from image_assets.packer import PackerCli, PackerError, Redactor
 
     template_dir = Path(template_dir)
     image = catalog.images[image_name] if image_name else None
-    catalog_dir = catalog.root_dir if image is not None else catalog_path().parent
+    # Suggested content paths are relative to the catalog: --image's, $IMAGE_ASSETS_CATALOG's, or here.
+    named = os.environ.get("IMAGE_ASSETS_CATALOG")
+    catalog_dir = catalog.root_dir if image is not None else Path(named).resolve().parent if named else Path.cwd()
     cli = PackerCli()
     try:
         version = cli.version()
