@@ -176,13 +176,15 @@ def _newer_blocks(files: _Files, packer_version: str) -> list[Finding]:
     for block, since in NEWER_BLOCKS.items():
         if _version(packer_version) >= _version(since):
             continue
+        at = []  # (path, line) of each such block: one finding for all of them
         for path, doc in files.docs:
             count = len(doc.get(block, [])) if block == "data" else sum(1 for _ in _walk_keys(doc, block))
-            for nth in range(count):
-                header = r'^\s*data\s+"' if block == "data" else rf"^\s*{block}\s*(=\s*)?\{{"
-                found.append(Finding(str(path), files.line(path, header, nth),
-                                     f"`{block}` needs packer >= {since}; the installed packer is {packer_version}",
-                                     _NEWER_FIX[block]))
+            header = r'^\s*data\s+"' if block == "data" else rf"^\s*{block}\s*(=\s*)?\{{"
+            at += [(path, files.line(path, header, nth)) for nth in range(count)]
+        if at:
+            more = f" ({len(at)} blocks: " + ", ".join(f"{p.name}:{n}" for p, n in at) + ")" if len(at) > 1 else ""
+            found.append(Finding(str(at[0][0]), at[0][1], f"`{block}` needs packer >= {since}; the installed packer is "
+                                 f"{packer_version}{more}", _NEWER_FIX[block]))
     return found
 
 

@@ -427,3 +427,9 @@ def test_the_catalog_passes_var_files_that_exist_inside_the_template(tmp_path):
     # Without it, the template's variable without a default is unset: a load error names it.
     with pytest.raises(CatalogError, match=r"requires 'app_user' \(no default\)"):
         load_catalog(catalog_with(tmp_path / "none", {}))
+
+
+def test_blocks_the_installed_packer_lacks_are_one_finding_per_kind(tmp_path):
+    template = ebs_template(tmp_path, SOUND, 'data "amazon-ami" "a" {\n}\n\ndata "amazon-ami" "b" {\n}\n')
+    assert problems(template) == ["`data` needs packer >= 1.7.0; the installed packer is 1.6.6 (2 blocks: t.pkr.hcl:22, "
+                                  "t.pkr.hcl:24)"]
