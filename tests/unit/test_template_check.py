@@ -433,3 +433,24 @@ def test_blocks_the_installed_packer_lacks_are_one_finding_per_kind(tmp_path):
     template = ebs_template(tmp_path, SOUND, 'data "amazon-ami" "a" {\n}\n\ndata "amazon-ami" "b" {\n}\n')
     assert problems(template) == ["`data` needs packer >= 1.7.0; the installed packer is 1.6.6 (2 blocks: t.pkr.hcl:22, "
                                   "t.pkr.hcl:24)"]
+
+
+def test_the_fingerprint_covers_the_var_files_and_the_content_outside_the_template(tmp_path):
+    from image_assets import build
+    from image_assets.catalog import load_catalog
+
+    path = catalog_with(tmp_path, {"var_files": ["debian-11.pkrvars.hcl"], "content": {"ansible": "team/ansible"}})
+
+    def fingerprint() -> str:
+        parent = build.Parent("ami-0123456789abcdef0", "ami-0123456789abcdef0")
+        return build.resolve(load_catalog(path), "team-debian", parent, tmp_path / "work").fingerprint()
+
+    first = fingerprint()
+    assert fingerprint() == first
+    var_file = tmp_path / "team" / "packer" / "debian-11.pkrvars.hcl"
+    var_file.write_text(var_file.read_text().replace("Europe/Stockholm", "UTC"))
+    second = fingerprint()
+    assert second != first  # a var-file's value
+    playbook = tmp_path / "team" / "ansible" / "playbook.yml"
+    playbook.write_text(playbook.read_text() + "\n")
+    assert fingerprint() not in (first, second)  # the playbook outside the template, named as content
