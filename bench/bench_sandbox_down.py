@@ -45,15 +45,15 @@ def case(kind: str, root: Path) -> tuple[float, str]:
     stores.ec2._cached.cache_clear()
     sandbox.start()
     try:
-        catalog = load_catalog(write_fault_catalog(root / kind, {"sleep_seconds": 120}, machine=True))
+        catalog = load_catalog(write_fault_catalog(root / kind, {"sleep_seconds": 120}))
         store = stores.connect("sandbox", "us-east-1")
         vendor = store.newest_vendor_image(VendorQuery(**VENDORS["debian-11"])).id
         parent = build.Parent(vendor, vendor)
         if kind == "before":
-            quick = load_catalog(write_fault_catalog(root / "quick", {"sleep_seconds": 0}, machine=True))
+            quick = load_catalog(write_fault_catalog(root / "quick", {"sleep_seconds": 0}))
             first = build.build_image(quick, IMAGE, parent, str(uuid.uuid4()), PackerCli(), log=lambda *_: None)
             parent = build.Parent(first.image_id, vendor)
-            catalog = load_catalog(write_fault_catalog(root / "child", {"payload": "child"}, machine=True))
+            catalog = load_catalog(write_fault_catalog(root / "child", {"payload": "child"}))
             sandbox.stop()
         else:
             def stop_mid_build():

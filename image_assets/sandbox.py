@@ -221,11 +221,12 @@ def stop(port: int | None = None, forget: bool = False) -> bool:
 def _remove_containers(p: int, forget: bool) -> None:
     from image_assets import sandbox_instances, sandbox_state  # docker only where a server of this port ran
 
-    keep = set() if forget else sandbox_state.image_ids(p)
+    kept = sandbox_state.image_ids(p)
+    keep = set() if forget else kept
     if forget:
         sandbox_state.forget(p)
     backing = sandbox_instances.backing_file(p)
-    if not backing.exists():
+    if not backing.exists() and not (forget and kept):  # a stopped sandbox's kept images go on reset
         return
     try:
         removed = sandbox_instances.remove_all(p, keep)

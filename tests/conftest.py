@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from image_assets import demo, dockerd, sandbox
+from image_assets import demo, dockerd, sandbox, sandbox_instances
 from image_assets.catalog import load_catalog
 from image_assets.assets import image_assets
 from image_assets.packer import PackerCli
@@ -78,6 +78,11 @@ def docker_daemon(session_env):
         started = dockerd.start()
     except dockerd.DockerUnavailable as exc:
         unavailable(f"docker cannot run on this machine: {exc}")
+    if started and sandbox.is_running() and not sandbox_instances.read_backing(sandbox.port()):
+        # The session's sandbox started before docker answered, so it serves no Debian AMIs: restart it
+        # (it keeps the images it built).
+        sandbox.stop()
+        sandbox.start()
     yield
     if started:
         # The session's sandbox first, while docker can still remove its containers and images.

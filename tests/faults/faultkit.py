@@ -11,33 +11,28 @@ import yaml
 from conftest import sandbox_inventory as inventory  # noqa: F401  (re-exported for the fault tests)
 
 PROJECT = Path(__file__).resolve().parents[2]
+# One amazon-ebs source with communicator ssh: on Debian 11 its instance is a container.
 TEMPLATE = Path(__file__).resolve().parent / "template"
-# One amazon-ebs source with communicator ssh: on a Debian AMI its instance is a container.
-MACHINE_TEMPLATE = Path(__file__).resolve().parent / "machine_template"
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 IMAGE = "fault-image"
 
 
 VENDORS = {
-    "al2023": {"owners": ["amazon"], "name": "al2023-ami-2023.*-kernel-6.1-x86_64"},
     "debian-11": {"owners": ["136693071363"], "name": "debian-11-amd64-*"},
 }
 
 
-def write_fault_catalog(dest: Path, variables: dict | None = None, secrets: dict | None = None,
-                        machine: bool = False) -> Path:
-    """A two-image catalog: a vendor image and one image built from the fault template. machine=True:
-    Debian 11 and the SSH template, so the build's instance is a container the provisioner runs in;
-    else al2023 (no machine on the sandbox) and the template whose steps run on this host."""
+def write_fault_catalog(dest: Path, variables: dict | None = None, secrets: dict | None = None) -> Path:
+    """A two-image catalog: Debian 11 (its instances are containers on the sandbox) and one image built
+    from the fault template, whose provisioner runs inside the instance over SSH."""
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(MACHINE_TEMPLATE if machine else TEMPLATE, dest / "template", dirs_exist_ok=True)
-    vendor = "debian-11" if machine else "al2023"
-    image = {"layer": "global", "parent": vendor, "template": "template", "variables": variables or {}}
+    shutil.copytree(TEMPLATE, dest / "template", dirs_exist_ok=True)
+    image = {"layer": "global", "parent": "debian-11", "template": "template", "variables": variables or {}}
     if secrets:
         image["secrets"] = {var: {"env": env} for var, env in secrets.items()}
     doc = {
         "defaults": {"target": "sandbox", "region": "us-east-1"},
-        "images": {vendor: {"layer": "vendor", "vendor": VENDORS[vendor]}, IMAGE: image},
+        "images": {"debian-11": {"layer": "vendor", "vendor": VENDORS["debian-11"]}, IMAGE: image},
     }
     path = dest / "images.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -13,10 +13,10 @@ from test_crash import wait_for
 
 
 @pytest.mark.parametrize("executor", ["in_process", "multiprocess"])
-def test_terminated_run_leaves_nothing(tmp_path, work_dir, cloud, docker_daemon, executor):
+def test_terminated_run_leaves_nothing(docker_daemon, tmp_path, work_dir, cloud, executor):
     before, docker_before = inventory(cloud), docker_inventory()
     home, mark = tmp_path / "home", uuid.uuid4().hex
-    catalog = write_fault_catalog(tmp_path / "p", {"sleep_seconds": 300}, machine=True)
+    catalog = write_fault_catalog(tmp_path / "p", {"sleep_seconds": 300})
     out = tmp_path / "run.out"
     env = cli_env(home, catalog, FAULT_MARK=mark, IMAGE_ASSETS_EXECUTOR=executor,
                   IMAGE_ASSETS_PACKER_CLEANUP_SECONDS="120")

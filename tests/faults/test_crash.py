@@ -23,10 +23,10 @@ def wait_for(predicate, timeout: float, what: str):
         time.sleep(0.2)
 
 
-def test_leftovers_of_a_killed_build_are_removed_by_the_next_build(tmp_path, work_dir, cloud, docker_daemon):
+def test_leftovers_of_a_killed_build_are_removed_by_the_next_build(docker_daemon, tmp_path, work_dir, cloud):
     before, docker_before = inventory(cloud), docker_inventory()
     home, mark = tmp_path / "home", uuid.uuid4().hex
-    slow = write_fault_catalog(tmp_path / "slow", {"sleep_seconds": 300}, machine=True)
+    slow = write_fault_catalog(tmp_path / "slow", {"sleep_seconds": 300})
     out = tmp_path / "crashed.out"
     proc = start_cli("*", cli_env(home, slow, FAULT_MARK=mark), out)
     try:
@@ -55,7 +55,7 @@ def test_leftovers_of_a_killed_build_are_removed_by_the_next_build(tmp_path, wor
                                              {"Key": "DagsterRunId", "Value": "another-live-run"}]}])
     other_id = other["Instances"][0]["InstanceId"]
     try:
-        quick = write_fault_catalog(tmp_path / "quick", {"sleep_seconds": 0}, machine=True)
+        quick = write_fault_catalog(tmp_path / "quick", {"sleep_seconds": 0})
         second = run_cli(IMAGE, cli_env(home, quick))
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
         assert "removed what dead build" in second.stdout + second.stderr + "".join(
@@ -84,14 +84,14 @@ def latest_vendor_image(cloud) -> str:
     return cloud.newest_vendor_image(VendorQuery(**VENDORS["debian-11"])).id
 
 
-def test_a_dead_runs_packer_still_running_is_stopped_before_its_build_is_removed(tmp_path, work_dir, cloud, docker_daemon):
+def test_a_dead_runs_packer_still_running_is_stopped_before_its_build_is_removed(docker_daemon, tmp_path, work_dir, cloud):
     """Only the step process dies (SIGKILL); packer, in a session of its own, keeps building. The
     next build finds packer's process group recorded in the image lock, stops it (SIGINT: packer
     cleans up its own instance) and only then removes what is left: no live build is ever acted on."""
     before, docker_before = inventory(cloud), docker_inventory()
     home, mark = tmp_path / "home", uuid.uuid4().hex
     out = tmp_path / "crashed.out"
-    proc = start_cli("*", cli_env(home, write_fault_catalog(tmp_path / "slow", {"sleep_seconds": 300}, machine=True),
+    proc = start_cli("*", cli_env(home, write_fault_catalog(tmp_path / "slow", {"sleep_seconds": 300}),
                                   FAULT_MARK=mark), out)
     try:
         wait_for(lambda: b"building-now" in out.read_bytes(), 180, "packer to reach the sleeping provisioner")
@@ -107,7 +107,7 @@ def test_a_dead_runs_packer_still_running_is_stopped_before_its_build_is_removed
     assert packers and all(os.getpgid(p) == lock["pgid"] for p in packers), survivors  # packer lives on
     assert inventory(cloud)["instances"] - before["instances"]
 
-    second = run_cli(IMAGE, cli_env(home, write_fault_catalog(tmp_path / "quick", {"sleep_seconds": 0}, machine=True)))
+    second = run_cli(IMAGE, cli_env(home, write_fault_catalog(tmp_path / "quick", {"sleep_seconds": 0})))
     logs = second.stdout + second.stderr + "".join(p.read_text() for p in home.rglob("compute_logs/*"))
     assert second.returncode == 0, logs[-3000:]
     assert f"dead build {lock['run_id']} still has packer running (process group {lock['pgid']})" in logs

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from image_assets.catalog import CatalogError, load_catalog
 
 
-def test_hostile_variable_values_reach_packer_unchanged(tmp_path, work_dir, instance):
+def test_hostile_variable_values_reach_packer_unchanged(docker_daemon, tmp_path, work_dir, instance):
     # Measured on 1.6.6: Go-template text ("{{ .Vars }}") in a value is still evaluated by packer's
     # provisioner interpolation (it arrives as "<no value>"), so it is left out; HCL syntax is not.
     marker = tmp_path / "MARKER"

@@ -11,7 +11,7 @@ from image_assets import demo
 from image_assets.catalog import load_catalog
 
 
-def test_git_refs_tag_fits_the_limit_and_a_reused_image_reports_its_own_refs(tmp_path, work_dir, instance, cloud):
+def test_git_refs_tag_fits_the_limit_and_a_reused_image_reports_its_own_refs(docker_daemon, tmp_path, work_dir, instance, cloud):
     """Six input repos with long tag names: the GitRefs tag is a digest within 256 characters, the
     metadata has the full refs, and a reuse after new same-commit tags reports the image's own."""
     path = write_fault_catalog(tmp_path / "p")
@@ -46,11 +46,11 @@ def test_git_refs_tag_fits_the_limit_and_a_reused_image_reports_its_own_refs(tmp
     assert again["git_refs"] == meta["git_refs"] and again["fingerprint"] == meta["fingerprint"]
 
 
-def test_a_build_whose_image_fails_verification_leaves_no_image(tmp_path, work_dir, instance, cloud):
+def test_a_build_whose_image_fails_verification_leaves_no_image(docker_daemon, tmp_path, work_dir, instance, cloud):
     """A template that does not put var.tags on the AMI: the build fails naming the missing tags,
     and the untagged image (invisible to retention) is deregistered with its snapshots."""
     catalog = load_catalog(write_fault_catalog(tmp_path / "p", {"tag_image": False}))
-    materialize(catalog, instance, selection="al2023")
+    materialize(catalog, instance, selection="debian-11")
     before = sandbox_inventory(cloud)
     result = materialize(catalog, instance, selection=IMAGE, raise_on_error=False)
     assert not result.success
@@ -62,7 +62,7 @@ def test_a_build_whose_image_fails_verification_leaves_no_image(tmp_path, work_d
     assert after["instances"] == before["instances"]
 
 
-def test_retention_and_reuse_never_cross_deployments(tmp_path, work_dir, cloud):
+def test_retention_and_reuse_never_cross_deployments(docker_daemon, tmp_path, work_dir, cloud):
     """Two Dagster instances share one account: team-b never adopts team-a's image, and team-a's
     retention deletes its own old image but never team-b's current one."""
     from image_assets import lifecycle

@@ -13,8 +13,8 @@ from image_assets.errors import StoreError
 from image_assets.packer import PackerCli
 
 
-def test_retry_after_the_image_was_made_reuses_it(tmp_path, work_dir, instance, cloud, docker_daemon, monkeypatch):
-    catalog = load_catalog(write_fault_catalog(tmp_path / "p", machine=True))
+def test_retry_after_the_image_was_made_reuses_it(docker_daemon, tmp_path, work_dir, instance, cloud, monkeypatch):
+    catalog = load_catalog(write_fault_catalog(tmp_path / "p"))
     materialize(catalog, instance, selection="debian-11")
     before, docker_before = inventory(cloud), docker_inventory()
     real = stores.Store.require_available
@@ -41,7 +41,7 @@ def test_retry_after_the_image_was_made_reuses_it(tmp_path, work_dir, instance, 
     # The same run again with changed inputs (a retry after a catalog edit): the first attempt's
     # image was built from other inputs, so it is not adopted; the retry builds anew.
     monkeypatch.setattr(stores.Store, "require_available", real)
-    changed = load_catalog(write_fault_catalog(tmp_path / "q", {"payload": "changed"}, machine=True))
+    changed = load_catalog(write_fault_catalog(tmp_path / "q", {"payload": "changed"}))
     parent = buildmod.Parent(meta["parent_image_id"], meta["root_image_id"])
     again = buildmod.build_image(changed, IMAGE, parent, result.run_id, PackerCli())
     assert again.image_id != calls[0] and not again.reused and again.fingerprint != meta["fingerprint"]
@@ -51,9 +51,9 @@ def test_retry_after_the_image_was_made_reuses_it(tmp_path, work_dir, instance, 
                                   "committed": docker_before["committed"] | {calls[0], again.image_id}}
 
 
-def test_two_concurrent_runs_of_one_image_run_one_build(tmp_path, work_dir, cloud, docker_daemon):
+def test_two_concurrent_runs_of_one_image_run_one_build(docker_daemon, tmp_path, work_dir, cloud):
     before, docker_before = inventory(cloud), docker_inventory()
-    catalog = write_fault_catalog(tmp_path / "p", {"sleep_seconds": 5}, machine=True)
+    catalog = write_fault_catalog(tmp_path / "p", {"sleep_seconds": 5})
     outs = [tmp_path / "a.out", tmp_path / "b.out"]
     first = start_cli("*", cli_env(tmp_path / "home-a", catalog), outs[0])
     wait_for(lambda: b"building-now" in outs[0].read_bytes(), 180, "the first build to be mid-way")

@@ -2,6 +2,8 @@
 during a build the build fails at once, naming the endpoint and how to start it, and nothing is left.
 Each test runs its own sandbox (own port), so the session's sandbox is never stopped."""
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +33,7 @@ def own_sandbox(monkeypatch, docker_daemon):
 
 
 def _build(tmp_path, parent: build.Parent, **variables) -> build.Built:
-    catalog = load_catalog(write_fault_catalog(tmp_path / uuid.uuid4().hex[:8], variables, machine=True))
+    catalog = load_catalog(write_fault_catalog(tmp_path / uuid.uuid4().hex[:8], variables))
     return build.build_image(catalog, IMAGE, parent, str(uuid.uuid4()), PackerCli())
 
 
@@ -82,10 +84,13 @@ def test_images_channels_and_revocations_survive_a_restart(tmp_path, work_dir, o
     assert commands[0].exit_code == 0 and commands[0].output.strip() == "layer two", commands
 
 
-def test_a_sandbox_stopped_during_a_build_fails_it_at_once(tmp_path, work_dir, own_sandbox):
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_a_sandbox_stopped_during_a_build_fails_it_at_once(tmp_path, work_dir, own_sandbox, how):
+    """stop: `python -m image_assets.sandbox stop` (it removes the containers); kill: the server dies
+    (SIGKILL), its containers stay until a server starts on the port again, which removes them."""
     store = Ec2Store("sandbox", "us-east-1")
     vendor = store.newest_vendor_image(VendorQuery(**VENDORS["debian-11"])).id
-    catalog = load_catalog(write_fault_catalog(tmp_path / "p", {"sleep_seconds": 300}, machine=True))
+    catalog = load_catalog(write_fault_catalog(tmp_path / "p", {"sleep_seconds": 300}))
     stopped = threading.Event()
 
     def stop_once_the_instance_runs():
@@ -93,7 +98,10 @@ def test_a_sandbox_stopped_during_a_build_fails_it_at_once(tmp_path, work_dir, o
             time.sleep(0.2)
         time.sleep(2)  # packer is connecting or provisioning (its shell sleeps 300 s)
         stopped.set()
-        sandbox.stop(own_sandbox)
+        if how == "stop":
+            sandbox.stop(own_sandbox)
+        else:
+            os.kill(sandbox.status(own_sandbox)["pid"], signal.SIGKILL)
 
     threading.Thread(target=stop_once_the_instance_runs, daemon=True).start()
     with pytest.raises(StoreError) as failure:
@@ -102,10 +110,12 @@ def test_a_sandbox_stopped_during_a_build_fails_it_at_once(tmp_path, work_dir, o
     message = str(failure.value)
     assert f"http://127.0.0.1:{own_sandbox}" in message and "python -m image_assets.sandbox start" in message
     assert "during the build" in message
-    assert docker_inventory(own_sandbox)["containers"] == set()  # the instance's container went with it
+    if how == "stop":
+        assert docker_inventory(own_sandbox)["containers"] == set()  # the instance's container went with it
     assert not [d for d in work_dir.iterdir() if d.name.startswith(IMAGE)]
-    # Started again, it holds nothing of the failed build.
+    # Started again, it holds nothing of the failed build, in the EC2 API or in docker.
     sandbox.start(own_sandbox)
+    assert docker_inventory(own_sandbox)["containers"] == set()
     assert inventory(Ec2Store("sandbox", "us-east-1"))["instances"] == set()
 
 
@@ -124,10 +134,12 @@ def test_an_image_lost_with_a_reset_sandbox_is_reported_missing(tmp_path, work_d
     store = Ec2Store("sandbox", "us-east-1")
     vendor = store.newest_vendor_image(VendorQuery(**VENDORS["debian-11"])).id
     built = _build(tmp_path, build.Parent(vendor, vendor))
-    catalog = load_catalog(write_fault_catalog(tmp_path / "c", machine=True))
+    catalog = load_catalog(write_fault_catalog(tmp_path / "c"))
     current = {"debian-11": vendor, IMAGE: built.image_id}
     assert [f.status for f in lineage.outdated(catalog, store, current)] == ["current"]
-    sandbox.stop(own_sandbox, forget=True)
+    sandbox.stop(own_sandbox)
+    sandbox.stop(own_sandbox, forget=True)  # reset of a stopped sandbox: its kept images go too
+    assert docker_inventory(own_sandbox)["committed"] == set()
     sandbox.start(own_sandbox)
     store = Ec2Store("sandbox", "us-east-1")
     [found] = lineage.outdated(catalog, store, current)
