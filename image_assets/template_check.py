@@ -148,7 +148,7 @@ def check(template_dir: Path, target: str, image=None, packer_version: str = "1.
         problem = (f"{len(have)} {kind} sources ({', '.join(have)}): target {target} builds one" if have
                    else f"no {kind} source (target {target} builds the template's one {kind} source)")
         findings.append(Finding(str(template_dir), None, problem,
-                                f"keep one source \"{kind}\" used on every target of its kind, listed in one build block without `name`"))
+                                f"keep one source \"{kind}\" used on every target of its kind, listed in one build block"))
         return findings
     locals_ = {k: v for _, body in files.blocks("locals") for k, v in body.items() if not k.startswith("__")}
     sources = _sources(files, have[0], target)
