@@ -3,12 +3,15 @@ the demo tree on the sandbox, piped through `python -m image_assets.demo progres
 it), and the tag and channel commands of the README and docs/lifecycle.md, read from those files
 and run as written, in a copy of the demo project."""
 
+import ipaddress
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from conftest import PROJECT, latest, write_demo_catalog
 from test_cli import LINUX_TREE
 from test_lifecycle import run
@@ -38,14 +41,17 @@ def done_lines(lines: list[str]) -> dict[str, int]:
     """Image name -> how many "done" lines it got."""
     counts: dict[str, int] = {}
     for line in lines:
-        match = re.fullmatch(r"  (\S+) +done in [0-9.]+m?s", line)
+        match = re.fullmatch(r"  (\S+) +done in (?:\d+m)?[0-9.]+s", line)
         assert match, f"not a progress line: {line!r}"
         counts[match[1]] = counts.get(match[1], 0) + 1
     return counts
 
 
 def test_every_built_image_gets_its_line(tmp_path, work_dir):
-    catalog_path = write_demo_catalog(tmp_path / "project")
+    """bin/demo's sandbox tree as shipped: the Debian tree's provisioners run over SSH on loopback
+    addresses, its image tests and OpenSCAP scores pass and each layer records its package delta;
+    the Windows tree says its template was not run and its checks are not run."""
+    catalog_path = write_demo_catalog(tmp_path / "project", machines=True)
     home = tmp_path / "home"
     home.mkdir()
     env = {**os.environ, "DAGSTER_HOME": str(home), "IMAGE_ASSETS_CATALOG": str(catalog_path)}
@@ -54,10 +60,23 @@ def test_every_built_image_gets_its_line(tmp_path, work_dir):
     piped = subprocess.run(["bash", "-o", "pipefail", "-c",
                             f"{BIN}/dagster asset materialize -m definitions --select '*' 2>&1 | tee {log} "
                             f"| {sys.executable} -m image_assets.demo progress"],
-                           capture_output=True, text=True, env=env, cwd=PROJECT, timeout=600)
+                           capture_output=True, text=True, env=env, cwd=PROJECT, timeout=1800)
     assert piped.returncode == 0, piped.stdout + piped.stderr
     raw = log.read_text()
-    assert "amazon-ebs.sandbox:" in raw  # packer's own output, between Dagster's lines
+    assert "amazon-ebs.aws:" in raw  # packer's own output, between Dagster's lines
+    addresses = set(re.findall(r"Using ssh communicator to connect: (\S+)", raw))
+    assert addresses and all(ipaddress.ip_address(a).is_loopback for a in addresses), addresses
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for name in LINUX_TREE:
+            meta = latest(instance, name)
+            assert meta["provisioning"] == "ran" and meta["files_changed"] > 0, (name, meta)
+            for check in ("image_tests", "compliance"):
+                record = instance.event_log_storage.get_asset_check_execution_history(
+                    dg.AssetCheckKey(dg.AssetKey([name]), check), limit=1)[0]
+                assert record.status == AssetCheckExecutionRecordStatus.SUCCEEDED, (name, check)
+        assert latest(instance, "global-linux")["packages_added"]  # the hardening installs auditd and more
+        for name in ("global-windows", "service-iis"):
+            assert latest(instance, name)["provisioning"].startswith("not run on the sandbox: "), name
     names = list(load_catalog(catalog_path).images)
     assert done_lines(piped.stdout.splitlines()) == {name: 1 for name in names}, piped.stdout
 
