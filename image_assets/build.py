@@ -28,7 +28,7 @@ from image_assets.errors import StoreError
 
 MANAGED_BY = stores.MANAGED_BY
 # The sandbox's stand-in for an image no machine runs there (see its build.pkr.hcl).
-NO_MACHINE_TEMPLATE = Path(__file__).resolve().parent.parent / "packer" / "sandbox" / "no-machine"
+NO_MACHINE_TEMPLATE = Path(__file__).resolve().parent / "no_machine"  # package data: the deploy image has it too
 WORK_ROOT_ENV = "IMAGE_ASSETS_WORK_DIR"
 TAG_VALUE_MAX = 256  # EC2's limit on a tag value
 RUN_MARK = "IMAGE_ASSETS_BUILD"  # env marker on packer: "<image>/<run id>", to find a dead run's packer

@@ -11,8 +11,7 @@ import pytest
 from conftest import PROJECT
 
 PACKER_DIR = PROJECT / "packer"
-# The templates images are built from (the sandbox's stand-in is the build's own, tested with it).
-TEMPLATE_DIRS = sorted({p.parent for p in PACKER_DIR.glob("*/*/*.pkr.hcl")} - {PACKER_DIR / "sandbox" / "no-machine"})
+TEMPLATE_DIRS = sorted({p.parent for p in PACKER_DIR.glob("*/*/*.pkr.hcl")})
 CONTENT_CHECK = PACKER_DIR / "scripts" / "content-check.sh"
 INJECTED = {"image_name", "image_version", "source_image_id", "region", "tags", "sandbox_endpoint"}
 
@@ -83,3 +82,17 @@ def test_content_check_fails_on_bad_content(tmp_path):
     out = content_check("linux", playbook="broken.yml", packer_dir=root)
     if "not parsed" not in out.stdout:  # the role check needs python3 with PyYAML on the host
         assert out.returncode != 0 and "nope" in out.stdout + out.stderr
+
+
+def test_the_sandbox_stand_in_ships_in_the_package_and_takes_every_injected_variable():
+    """The build's stand-in for images no machine runs is package data (a non-editable install, such
+    as the deploy image's, has it) and declares what the build hands it."""
+    import tomllib
+
+    from image_assets import build, templates
+    stand_in = build.NO_MACHINE_TEMPLATE
+    assert stand_in.parent == PROJECT / "image_assets"
+    shipped = tomllib.loads((PROJECT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["image_assets"]
+    assert any(sorted(stand_in.parent.glob(pattern)) == sorted(stand_in.glob("*.pkr.hcl")) for pattern in shipped)
+    assert set(INJECTED) <= set(declared(stand_in))
+    assert templates.target_source(stand_in, "sandbox") == "amazon-ebs.no-machine"

@@ -4,6 +4,18 @@
 # instead, says so, and its checks report "not run on the sandbox", never a pass.
 # When the image's content has a `check` script (packer/scripts/content-check.sh), it runs on the
 # build host: it finds a missing playbook or script before an AWS build would.
+# It ships in the package (the build's own template, not one of the catalog's), so it declares the
+# injected variables itself: the build hands it those and the ones below, nothing else.
+
+variable "image_name" { type = string }
+variable "image_version" { type = string }
+variable "source_image_id" { type = string }
+variable "region" { type = string }
+variable "tags" { type = map(string) }
+variable "sandbox_endpoint" { type = string }
+variable "manifest_path" { type = string }
+variable "input_dirs" { type = map(string) }
+variable "content_dirs" { type = map(string) }
 
 variable "playbook" {
   type    = string
