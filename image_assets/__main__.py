@@ -16,11 +16,11 @@ from contextlib import contextmanager
 
 from image_assets import lineage as lineagemod
 from image_assets.catalog import CatalogError, load_catalog
-from image_assets.errors import StoreError
+from image_assets.errors import ImageAssetsError, StoreError
 from image_assets.stores import Store, connect
 
 
-class UsageError(RuntimeError):
+class UsageError(ImageAssetsError):
     pass
 
 
@@ -312,7 +312,7 @@ def _run(args) -> int:
     except (UsageError, CatalogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (StoreError, lineagemod.LineageError, RuntimeError) as exc:
+    except ImageAssetsError as exc:  # every error the project raises on purpose; anything else is a bug
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

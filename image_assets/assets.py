@@ -9,10 +9,10 @@ import dagster as dg
 
 from image_assets import build as buildmod
 from image_assets import channels, checks, distribution, layer_delta, stores
-from image_assets.catalog import Catalog, CatalogError, gc_paused
-from image_assets.errors import StoreError
+from image_assets.catalog import Catalog, gc_paused
+from image_assets.errors import ImageAssetsError, StoreError
 from image_assets.executor import PACKER_POOL
-from image_assets.packer import PackerCli, PackerError
+from image_assets.packer import PackerCli
 from image_assets.records import built_metadata, latest_metadata, recorded_git_refs
 
 GIT_REFS_TAG = "image-assets/git-refs"  # run tag: {repo: "tag@commit"} pinned by the git sensor
@@ -201,12 +201,9 @@ def _build(context: dg.AssetExecutionContext, catalog: Catalog, name: str, packe
                                     pinned_refs=pinned_refs(context), log=context.log.info,
                                     run_finished=_run_finished(context.instance),
                                     recorded_refs=lambda image_id: recorded_git_refs(context.instance, name, image_id))
-    except StoreError as exc:
-        raise _fail(f"image {name!r}: {exc}", transient=exc.transient) from None
-    except (buildmod.BuildError, CatalogError) as exc:
-        raise _fail(str(exc)) from None
-    except PackerError as exc:
-        raise _fail(f"image {name!r}: {exc}", transient=exc.transient) from None
+    except ImageAssetsError as exc:  # one mapping: the error's own `transient` decides a retry
+        message = str(exc) if f"image {name!r}" in str(exc) else f"image {name!r}: {exc}"
+        raise _fail(message, transient=exc.transient) from None
     except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
         # Dagster retries an interrupted step under a RetryPolicy; a cancel must end the build.
         # Packer has been stopped and has cleaned up by now (PackerCli.run).

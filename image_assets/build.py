@@ -24,7 +24,7 @@ from image_assets import gitrepos, packer, stores, templates
 from image_assets import secrets as secretsmod
 from image_assets import lineage as lineagemod
 from image_assets.catalog import Catalog, CatalogError, check_variables
-from image_assets.errors import StoreError
+from image_assets.errors import ImageAssetsError, StoreError
 
 MANAGED_BY = stores.MANAGED_BY
 # The sandbox's stand-in for an image no machine runs there (see its build.pkr.hcl).
@@ -35,7 +35,7 @@ RUN_MARK = "IMAGE_ASSETS_BUILD"  # env marker on packer: "<image>/<run id>", to 
 PACKER_TEMP_LINK = "packer-tmp"  # in a build's work dir: a link to packer's temp dir, found by the next build
 
 
-class BuildError(RuntimeError):
+class BuildError(ImageAssetsError):
     """A permanent failure: retrying the same inputs cannot help."""
 
 

@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 
 from image_assets import templates
 from image_assets.gitrepos import glob_problem, redact_url
+from image_assets.errors import ImageAssetsError
 
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "images.yaml"
 # Deeper parent chains are refused at load; the lineage walk of image tags stops there too.
@@ -38,7 +39,7 @@ _GLOB = re.compile(r"^[A-Za-z0-9._/*?\[\]!+-]{1,128}$")
 _BAD_URL = re.compile(r"(^-)|(^[A-Za-z0-9+.-]+::)|([\s\x00-\x1f])|(://-)|(--upload-pack|--receive-pack|--config)")
 
 
-class CatalogError(ValueError):
+class CatalogError(ImageAssetsError, ValueError):
     pass
 
 

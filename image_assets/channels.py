@@ -17,14 +17,14 @@ import dagster as dg
 
 from image_assets import distribution
 from image_assets.catalog import Catalog
-from image_assets.errors import StoreError
+from image_assets.errors import ImageAssetsError, StoreError
 from image_assets.stores import Store, connect
 
 LATEST = "latest"
 USER_TAG = "dagster/user"  # set on runs launched by a signed-in user (Dagster+); else $USER
 
 
-class ChannelError(RuntimeError):
+class ChannelError(ImageAssetsError):
     pass
 
 

@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+from image_assets.errors import ImageAssetsError
+
 BASE_IMAGE = "image-assets/debian11-base"
 BASE_SUITE = "bullseye"
 BASE_PACKAGES = ["python3", "openssh-server"]
@@ -35,7 +37,7 @@ STOP_TIMEOUT = 30.0
 UNAVAILABLE = 3  # CLI exit code: docker cannot run on this machine
 
 
-class DockerUnavailable(RuntimeError):
+class DockerUnavailable(ImageAssetsError):
     """No docker daemon answers and none can be started here."""
 
 

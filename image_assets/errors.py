@@ -18,7 +18,10 @@ TRANSIENT_AWS_CODES = frozenset({
 
 
 class ImageAssetsError(RuntimeError):
-    """Base of the project's errors; `transient` says whether a retry of the step may succeed."""
+    """Base of every error the project raises on purpose (catalog, template, secret, git, store,
+    packer, build, lineage, channel, lifecycle, docker, usage); `transient` says whether a retry of
+    the step may succeed. The assets map it to `dg.Failure(allow_retries=transient)` in one place,
+    and the CLI prints it; any other exception is a bug and keeps its traceback."""
 
     def __init__(self, message: str, transient: bool = False):
         super().__init__(message)

@@ -15,6 +15,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from image_assets.errors import ImageAssetsError
+
 # Protocols git may use for a catalog URL; `ext::` and `fd::` run commands and are never allowed.
 _GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
@@ -25,7 +27,7 @@ _VERSION = re.compile(r"^[vV]?(\d+(?:\.\d+)*)(.*)$")
 _BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^[/.-]|[/.]$|\.lock$|^@$")
 
 
-class GitError(RuntimeError):
+class GitError(ImageAssetsError):
     pass
 
 

@@ -16,14 +16,14 @@ from image_assets import channels as channelsmod
 from image_assets import distribution
 from image_assets.records import latest_metadata_of
 from image_assets.catalog import Catalog
-from image_assets.errors import StoreError
+from image_assets.errors import ImageAssetsError, StoreError
 from image_assets.stores import MANAGED_BY, ImageRecord, Store, connect
 
 TAG_VALUE_LIMIT = 256  # EC2 tag values: at most 256 Unicode characters
 REVOKED_TAG = "Revoked"
 
 
-class LifecycleError(RuntimeError):
+class LifecycleError(ImageAssetsError):
     pass
 
 

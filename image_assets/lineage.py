@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass
 
 from image_assets.catalog import MAX_DEPTH, Catalog
 from image_assets.stores import MANAGED_BY, ImageRecord, Store
+from image_assets.errors import ImageAssetsError
 
 
-class LineageError(RuntimeError):
+class LineageError(ImageAssetsError):
     pass
 
 

@@ -11,13 +11,15 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from image_assets.errors import ImageAssetsError
+
 
 # Variables the build sets on every template (a JSON var-file); a catalog variable may not reuse them.
 INJECTED = ("image_name", "image_version", "source_image_id", "region", "tags", "sandbox_endpoint",
             "manifest_path", "input_dirs", "content_dirs")
 
 
-class TemplateError(ValueError):
+class TemplateError(ImageAssetsError, ValueError):
     pass
 
 

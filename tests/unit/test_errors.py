@@ -33,3 +33,25 @@ def test_packer_failures_by_kind():
     template = ["Unsupported argument; An argument named \"foo\" is not expected here."]
     assert is_transient(throttled) and is_transient(capacity)
     assert not is_transient(ssh) and not is_transient(script) and not is_transient(template)
+
+
+def test_every_error_the_project_defines_is_an_image_assets_error():
+    """One hierarchy: the assets and the CLI catch ImageAssetsError and read its `transient`."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import image_assets
+    from image_assets.errors import ImageAssetsError
+
+    found = {}
+    for info in pkgutil.walk_packages(image_assets.__path__, "image_assets."):
+        if info.name.endswith(("ui_screenshots", "forkserver_warmup", "sandbox_server")):
+            continue  # tools that import what only their own runs need
+        module = importlib.import_module(info.name)
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == info.name and issubclass(cls, Exception):
+                found[f"{info.name}.{name}"] = cls
+    assert len(found) >= 12, sorted(found)
+    assert [name for name, cls in found.items() if not issubclass(cls, ImageAssetsError)] == []
+    assert all(hasattr(cls("x"), "transient") for cls in found.values())
