@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from image_assets import secret_forms
 from image_assets.errors import TRANSIENT_AWS_CODES, ImageAssetsError
@@ -169,9 +170,13 @@ def resolve_binary(binary: str) -> str:
 class PackerCli(dg.ConfigurableResource):
     """The packer command line, wrapped the way a Dagster step needs it."""
 
-    binary: str = os.environ.get("IMAGE_ASSETS_PACKER", "packer")
-    # How long packer may take to clean up after a cancel before it is killed (issue: 10 minutes).
-    cleanup_timeout_seconds: float = float(os.environ.get("IMAGE_ASSETS_PACKER_CLEANUP_SECONDS", "600"))
+    # Defaults come from the environment when the resource is built, never when this module is imported.
+    binary: str = Field(default_factory=lambda: os.environ.get("IMAGE_ASSETS_PACKER", "packer"),
+                        description="The packer command (env IMAGE_ASSETS_PACKER; default `packer` on PATH).")
+    cleanup_timeout_seconds: float = Field(
+        default_factory=lambda: float(os.environ.get("IMAGE_ASSETS_PACKER_CLEANUP_SECONDS", "600")),
+        description="How long packer may clean up after a cancel before it is killed "
+                    "(env IMAGE_ASSETS_PACKER_CLEANUP_SECONDS; default 600).")
 
     def version(self) -> str:
         return packer_version(resolve_binary(self.binary))
