@@ -27,6 +27,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from debian.debian_support import version_compare
+
 from image_assets import dockerd
 
 DPKG_STATUS = "var/lib/dpkg/status"
@@ -118,44 +120,12 @@ def parse_rpm_list(text: str) -> list[Package]:
     return packages
 
 
-def _dpkg_order(c: str) -> int:
-    if c == "~":
-        return -1
-    if c.isascii() and c.isalpha():
-        return ord(c)
-    return ord(c) + 256
-
-
-def _dpkg_part(a: str, b: str) -> int:
-    """dpkg's verrevcmp: non-digit runs by dpkg's character order (~ first), digit runs numerically."""
-    digits = "0123456789"
-    i = j = 0
-    while i < len(a) or j < len(b):
-        while (i < len(a) and a[i] not in digits) or (j < len(b) and b[j] not in digits):
-            ac = _dpkg_order(a[i]) if i < len(a) and a[i] not in digits else 0
-            bc = _dpkg_order(b[j]) if j < len(b) and b[j] not in digits else 0
-            if ac != bc:
-                return ac - bc
-            i, j = i + 1, j + 1
-        m = re.match(r"[0-9]*", a[i:]).group()
-        n = re.match(r"[0-9]*", b[j:]).group()
-        i, j = i + len(m), j + len(n)
-        if int(m or 0) != int(n or 0):
-            return int(m or 0) - int(n or 0)
-    return 0
-
-
 def compare_dpkg(a: str, b: str) -> int:
-    """<0, 0, >0 as Debian version a is older than, equal to, newer than b."""
-    def split(v: str) -> tuple[int, str, str]:
-        epoch, _, rest = v.partition(":") if ":" in v else ("0", "", v)
-        upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "")
-        return int(epoch or 0), upstream, revision
-
-    (ea, ua, ra), (eb, ub, rb) = split(a), split(b)
-    return (ea - eb) or _dpkg_part(ua, ub) or _dpkg_part(ra, rb)
+    """<0, 0, >0 as Debian version a is older than, equal to, newer than b (python-debian's dpkg order)."""
+    return version_compare(a, b)
 
 
+# rpm's order is written here: rpm-vercmp on PyPI (0.1.2) does not know `^`, which rpm 4.15 added.
 def _rpmvercmp(a: str, b: str) -> int:
     """rpm's rpmvercmp: alphanumeric segments, numbers newer than letters, ~ before and ^ after the end."""
     if a == b:
