@@ -357,7 +357,7 @@ def status(port: int | None = None) -> dict:
 
 
 def _kept(s: dict) -> str:
-    return (f"keeps {s['kept_images']} image(s) it built across restarts ({s['state']}; "
+    return (f"keeps {s['kept_images']} image(s) made on it across restarts ({s['state']}; "
             f"`python -m image_assets.sandbox reset` forgets them)")
 
 

@@ -134,8 +134,7 @@ def restore(port: int) -> list[str]:
     _port = port
     state = read(port)
     for saved in state["amis"]:
-        backend = ec2_backends[DEFAULT_ACCOUNT_ID][saved["region"]]
-        backend.amis  # noqa: B018 (the region's own images load first)
+        backend = ec2_backends[DEFAULT_ACCOUNT_ID][saved["region"]]  # made with the region's own images
         ami = Ami(backend, saved["id"], name=saved["name"], description=saved["description"],
                   owner_id=saved["owner_id"], owner_alias=saved["owner_alias"], state=saved["state"],
                   virtualization_type=saved["virtualization_type"], architecture=saved["architecture"],
@@ -189,7 +188,10 @@ def saving(app, extra_paths: tuple[str, ...] = ()):
         changes = path in extra_paths or (any(k in action for k in _CHANGES) and not action.startswith(_READS))
         result = app(environ, start_response)
         if changes:
-            body = b"".join(result)  # the call is done once its response is made
+            try:
+                body = b"".join(result)  # the call is done once its response is made
+            finally:
+                getattr(result, "close", lambda: None)()
             save()
             return [body]
         return result

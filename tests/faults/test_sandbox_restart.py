@@ -48,6 +48,8 @@ def test_images_channels_and_revocations_survive_a_restart(tmp_path, work_dir, o
     for value in (vendor, first.image_id):  # a channel with history
         ssm.put_parameter(Name="/image-assets/fault-image/stable", Value=value, Type="String", Overwrite=True)
     ssm.put_parameter(Name="/fault/secret", Value="never-on-disk", Type="SecureString")
+    release = sandbox.publish_vendor_image(VENDORS["debian-11"]["owners"], VENDORS["debian-11"]["name"],
+                                           port=own_sandbox)  # a vendor's new release, shown on the sandbox
     before = inventory(store)["images"]
     images_before = store.ec2.describe_images(ImageIds=[first.image_id, revoked.image_id])["Images"]
     snapshots = [m["Ebs"]["SnapshotId"] for i in images_before for m in i["BlockDeviceMappings"]]
@@ -55,13 +57,13 @@ def test_images_channels_and_revocations_survive_a_restart(tmp_path, work_dir, o
 
     out = subprocess.run([sys.executable, "-m", "image_assets.sandbox", "stop", "--port", str(own_sandbox)],
                          cwd=PROJECT, capture_output=True, text=True, check=True).stdout
-    assert "keeps 2 image(s)" in out, out
+    assert "keeps 3 image(s)" in out, out
     assert "never-on-disk" not in (sandbox.state_dir() / f"sandbox-{own_sandbox}-state.json").read_text()
     assert docker_inventory(own_sandbox) == {"containers": set(), "committed": {first.image_id, revoked.image_id}}
     out = subprocess.run([sys.executable, "-m", "image_assets.sandbox", "start", "--port", str(own_sandbox)],
                          cwd=PROJECT, capture_output=True, text=True, check=True).stdout
-    assert "keeps 2 image(s)" in out, out
-    assert "kept from before this start: 2 image(s)" in sandbox._log_tail(sandbox._paths(own_sandbox)[2], 50)
+    assert "keeps 3 image(s)" in out, out
+    assert "kept from before this start: 3 image(s)" in sandbox._log_tail(sandbox._paths(own_sandbox)[2], 50)
 
     store = Ec2Store("sandbox", "us-east-1")
     assert inventory(store)["images"] == before
@@ -71,6 +73,7 @@ def test_images_channels_and_revocations_survive_a_restart(tmp_path, work_dir, o
     kept = {s["SnapshotId"]: s["Tags"] for s in store.ec2.describe_snapshots(SnapshotIds=snapshots)["Snapshots"]}
     assert kept == {s["SnapshotId"]: s["Tags"] for s in snapshots_before}
     assert store.get(revoked.image_id).revoked == "bad build"
+    assert store.newest_vendor_image(VendorQuery(**VENDORS["debian-11"])).id == release["ImageId"]
     assert [i.get("DeprecationTime") for i in images_after] == [None, "2026-01-01T00:00:00.000Z"]
     ssm = store.client(max_attempts=2, service="ssm")
     history = ssm.get_parameter_history(Name="/image-assets/fault-image/stable")["Parameters"]
