@@ -24,6 +24,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from typing import Mapping
 from pathlib import Path
 
 from image_assets import dockerd, sandbox_images
@@ -91,38 +92,47 @@ def _save() -> None:
     os.replace(tmp, path)
 
 
-def configure(port: int, keep: set[str] = frozenset()) -> list[dict]:
+def configure(port: int, keep: Mapping[str, str] = {}) -> list[dict]:
     """Called once by the server: remove the containers a dead server on this port left and the
-    committed images of AMIs not in `keep` (the AMIs sandbox_state restores), and return the Debian
-    AMIs to serve (Ami keyword arguments), one per sandbox image present in docker."""
+    committed images of AMIs not in `keep` (the AMIs sandbox_state restores, each with the container
+    image that backed it, "" for none), back the kept AMIs whose image docker still has, and return the
+    Debian AMIs to serve (Ami keyword arguments), one per sandbox image present in docker."""
     global _port
     _port = port
     backing_file(port).unlink(missing_ok=True)  # a dead server's map: rebuilt from what docker holds
     try:
-        remove_all(port, keep)
+        remove_all(port, set(keep))
         amis = _vendor_amis()
-        committed = {ami: ref for ami, ref in _committed(port).items() if ami in keep}
+        committed = _committed(port)
+        # A committed image by its AMI; a vendor's (a release published on the sandbox) by its name.
+        restored = {ami: ref for ami, ref in keep.items()
+                    if ref and (committed.get(ami) == ref if ref.startswith(COMMITTED_REPO) else dockerd.image_id(ref))}
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         print(f"sandbox: no Debian AMIs served: docker is unavailable ({exc})", flush=True)
         return []
-    if not amis and not committed:
+    if not amis and not restored:
         print("sandbox: no Debian AMIs served: their container images are missing "
               "(bin/setup makes them: python -m image_assets.sandbox_images)", flush=True)
         return []
     with _lock:  # no file where nothing is backed: stop then needs no docker
         _images.update({ami["ami_id"]: ref for ami, ref in amis})
-        _images.update(committed)
+        _images.update(restored)
         _save()
     for ami, ref in amis:
         print(f"sandbox: serving {ami['ami_id']} {ami['name']} backed by {ref}", flush=True)
-    if committed:
-        print(f"sandbox: {len(committed)} image(s) built before this start still backed by their committed "
-              f"container images", flush=True)
-    lost = sorted(set(keep) - set(committed))
+    if restored:
+        print(f"sandbox: {len(restored)} image(s) made before this start still backed by their container images",
+              flush=True)
+    lost = sorted(ami for ami, ref in keep.items() if ref and ami not in restored)
     if lost:
         print(f"sandbox: no container image left for {len(lost)} kept image(s) ({', '.join(lost[:5])}"
               f"{', ...' if len(lost) > 5 else ''}): no machine runs them here", flush=True)
     return [ami for ami, _ref in amis]
+
+
+def backing(ami_id: str) -> str:
+    """The container image behind an AMI of this server ("" when none)."""
+    return _images.get(ami_id, "")
 
 
 def _committed(port: int) -> dict[str, str]:

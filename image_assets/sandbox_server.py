@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
     # The images built before this start come back (sandbox_state), with their committed container images.
-    patch_moto(sandbox_instances.configure(args.port, keep=sandbox_state.image_ids(args.port)))
+    patch_moto(sandbox_instances.configure(args.port, keep=sandbox_state.backings(args.port)))
     for line in sandbox_state.restore(args.port):
         print(f"sandbox: {line}", flush=True)
     app = sandbox_state.saving(with_publish_endpoint(DomainDispatcherApplication(create_backend_app)), (PUBLISH_PATH,))

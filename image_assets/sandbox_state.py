@@ -5,10 +5,11 @@ and every recorded image id was gone. The server now writes, after each call tha
 AMIs it made (CreateImage, CopyImage, RegisterImage, and vendor releases published on it) with their
 tags, deprecation, launch permissions and root snapshot id, and the SSM parameters release channels
 use (every version, so channel history survives; SecureString values are never written), to
-state_file(port) (JSON). A server starting on that port restores them before it serves, and
-sandbox_instances keeps the committed container images of the AMIs kept, so a child build still starts
-from its parent's filesystem. Instances, volumes, key pairs and security groups are not kept: a build
-running when the sandbox stopped is lost with it (and its container removed).
+state_file(port) (JSON), each AMI with the container image behind it. A server starting on that port
+restores them before it serves, and sandbox_instances keeps the committed container images of the AMIs
+kept and backs them again, so a child build still starts from its parent's filesystem. Instances,
+volumes, key pairs and security groups are not kept: a build running when the sandbox stopped is lost
+with it (and its container removed).
 `python -m image_assets.sandbox reset` forgets it all (state file and committed images).
 """
 
@@ -46,7 +47,12 @@ def read(port: int) -> dict:
 
 def image_ids(port: int) -> set[str]:
     """The AMI ids kept for the sandbox on `port` (their committed container images are kept too)."""
-    return {ami["id"] for ami in read(port)["amis"]}
+    return set(backings(port))
+
+
+def backings(port: int) -> dict[str, str]:
+    """Each kept AMI of the sandbox on `port` -> the container image that backed it ("" for none)."""
+    return {ami["id"]: ami.get("backing", "") for ami in read(port)["amis"]}
 
 
 def forget(port: int) -> None:
@@ -60,6 +66,8 @@ def _time(value) -> str:
 def _kept_amis() -> list[dict]:
     from moto.core import DEFAULT_ACCOUNT_ID  # moto only in the server: the CLI reads the file alone
     from moto.ec2.models import ec2_backends
+
+    from image_assets import sandbox_instances
 
     amis = []
     for region, backend in list(ec2_backends[DEFAULT_ACCOUNT_ID].items()):  # only the regions in use
@@ -77,6 +85,7 @@ def _kept_amis() -> list[dict]:
                 "sriov": ami.sriov, "boot_mode": ami.boot_mode, "source_instance_id": ami.instance_id,
                 "launch_permissions": list(ami.launch_permissions),
                 "deprecation_time": getattr(ami, "deprecation_time", None),
+                "backing": sandbox_instances.backing(ami.id),  # its container image, if a machine runs it
                 "tags": dict(backend.tags.get(ami.id, {})),
                 "snapshot": {"id": snapshot.id, "description": snapshot.description,
                              "tags": dict(backend.tags.get(snapshot.id, {}))},

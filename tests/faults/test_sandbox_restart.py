@@ -74,6 +74,7 @@ def test_images_channels_and_revocations_survive_a_restart(tmp_path, work_dir, o
     assert kept == {s["SnapshotId"]: s["Tags"] for s in snapshots_before}
     assert store.get(revoked.image_id).revoked == "bad build"
     assert store.newest_vendor_image(VendorQuery(**VENDORS["debian-11"])).id == release["ImageId"]
+    assert store.no_machine(release["ImageId"]) == ""  # still run as the image it replaces
     assert [i.get("DeprecationTime") for i in images_after] == [None, "2026-01-01T00:00:00.000Z"]
     ssm = store.client(max_attempts=2, service="ssm")
     history = ssm.get_parameter_history(Name="/image-assets/fault-image/stable")["Parameters"]
