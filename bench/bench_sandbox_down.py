@@ -45,10 +45,10 @@ def case(kind: str, root: Path) -> tuple[float, str]:
     stores.ec2._cached.cache_clear()
     sandbox.start()
     try:
-        catalog = load_catalog(write_fault_catalog(root / kind, {"sleep_seconds": 120}))
         store = stores.connect("sandbox", "us-east-1")
         vendor = store.newest_vendor_image(VendorQuery(**VENDORS["debian-11"])).id
         parent = build.Parent(vendor, vendor)
+        out, stopped = _Tee(), []
         if kind == "before":
             quick = load_catalog(write_fault_catalog(root / "quick", {"sleep_seconds": 0}))
             first = build.build_image(quick, IMAGE, parent, str(uuid.uuid4()), PackerCli(), log=lambda *_: None)
@@ -56,28 +56,23 @@ def case(kind: str, root: Path) -> tuple[float, str]:
             catalog = load_catalog(write_fault_catalog(root / "child", {"payload": "child"}))
             sandbox.stop()
         else:
+            catalog = load_catalog(write_fault_catalog(root / kind, {"sleep_seconds": 120}))
+
             def stop_mid_build():
                 while b"building-now" not in out.getvalue():
                     time.sleep(0.1)
                 stopped.append(time.monotonic())
                 sandbox.stop()
-            stopped: list[float] = []
-            out = _Tee()
             threading.Thread(target=stop_mid_build, daemon=True).start()
         started = time.monotonic()
         try:
-            if kind == "during":
-                with out:
-                    build.build_image(catalog, IMAGE, parent, str(uuid.uuid4()),
-                                      PackerCli(), log=lambda *_: None)
-            else:
+            with out:
                 build.build_image(catalog, IMAGE, parent, str(uuid.uuid4()), PackerCli(), log=lambda *_: None)
         except Exception as exc:  # the failure being measured
-            at = stopped[0] if kind == "during" else started
-            return time.monotonic() - at, f"{type(exc).__name__}: {exc}"
+            return time.monotonic() - (stopped[0] if stopped else started), f"{type(exc).__name__}: {exc}"
         return time.monotonic() - started, "no failure: the build succeeded"
     finally:
-        sandbox.stop()
+        sandbox.stop(forget=True)  # and the images it kept: nothing of the bench stays in docker
 
 
 class _Tee:
