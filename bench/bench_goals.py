@@ -593,7 +593,7 @@ def main() -> None:
             GOALS[goal](bench, args.rounds)
             out(f"    (goal {goal} measured in {time.monotonic() - start:.0f} s)")
     finally:
-        sandbox.stop()
+        sandbox.stop(forget=True)  # its state dir goes next: its kept images with it
         shutil.rmtree(tmp, ignore_errors=True)
         print("\n== results ==\n" + "\n".join(RESULTS))
 

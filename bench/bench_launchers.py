@@ -70,7 +70,7 @@ def main() -> int:
                     results[launcher] = rounds_for(stack, tmp / launcher, pg, launcher, image, args.rounds)
     finally:
         teamkit.remove_test_containers(dockerd.docker_bin())
-        sandbox.stop()
+        sandbox.stop(forget=True)  # its state dir goes next: its kept images with it
         if started:
             dockerd.stop()
         shutil.rmtree(tmp, ignore_errors=True)
