@@ -124,8 +124,8 @@ class Ec2Store(Store):
     def no_machine(self, image_id: str) -> str:
         if self.target != "sandbox" or image_id in sandbox_instances.read_backing(sandbox.port_of(self.endpoint)):
             return ""
-        return (f"{image_id} has no machine behind it on the sandbox (only Debian's AMIs and the images "
-                "built on them are containers there)")
+        return (f"{image_id} has no machine behind it (the sandbox runs Debian's AMIs and the images built "
+                "on them as containers, nothing else)")
 
     @property
     def cannot_export(self) -> str:
