@@ -1,6 +1,7 @@
 """Shared fixtures: one real sandbox per test session (started when first needed), demo catalogs in temp
 dirs, real instances."""
 
+import copy
 import os
 import shutil
 import socket
@@ -127,7 +128,7 @@ def write_demo_catalog(dest: Path, edit=None, machines: bool = False) -> Path:
     demo.create_demo_repos(dest)
     doc = yaml.safe_load((PROJECT / "images.yaml").read_text())
     if not machines:
-        doc["images"] = {("al2023" if name == "debian-11" else name): (AL2023 if name == "debian-11" else image)
+        doc["images"] = {("al2023" if name == "debian-11" else name): (copy.deepcopy(AL2023) if name == "debian-11" else image)
                          for name, image in doc["images"].items()}
         doc["images"]["global-linux"]["parent"] = "al2023"
     if edit:
