@@ -41,7 +41,7 @@ def done_lines(lines: list[str]) -> dict[str, int]:
     """Image name -> how many "done" lines it got."""
     counts: dict[str, int] = {}
     for line in lines:
-        match = re.fullmatch(r"  (\S+) +done in (?:\d+m)?[0-9.]+s", line)
+        match = re.fullmatch(r"  (\S+) +done in (?:\d+m)?[0-9.]+m?s", line)  # 106ms, 1.28s, 4m48s
         assert match, f"not a progress line: {line!r}"
         counts[match[1]] = counts.get(match[1], 0) + 1
     return counts

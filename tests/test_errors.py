@@ -15,4 +15,6 @@ def test_real_sandbox_errors_are_typed(cloud):
     unreachable.ec2 = unreachable.client(max_attempts=1)
     with pytest.raises(StoreError) as err:
         unreachable.check_reachable()
-    assert err.value.transient
+    # A stopped sandbox does not come back by retrying the call: the error says how to start it, at once.
+    assert not err.value.transient
+    assert "http://127.0.0.1:9" in str(err.value) and "python -m image_assets.sandbox start" in str(err.value)
