@@ -34,7 +34,7 @@ IMAGE = "image-assets/user-code"
 BASE = "image-assets/debian12-base"
 BASE_SUITE = "bookworm"
 BASE_PACKAGES = ["python3"]
-SOURCES = ["pyproject.toml", "definitions.py", "images.yaml", "image_assets", "packer"]
+SOURCES = ["pyproject.toml", "definitions.py", "images.yaml", "image_assets", "packer", "compliance"]
 EXTRAS = ["team"]
 # The Dagster distributions pinned to this Python's versions (those not installed are skipped).
 PINNED = ["dagster", "dagster-shared", "dagster-pipes", "dagster-graphql", "dagster-webserver",

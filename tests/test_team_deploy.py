@@ -83,7 +83,7 @@ def test_user_code_image(user_code_image):
     assert image["Config"]["Labels"]["image-assets.inputs"].startswith(user_code_image.rsplit(":", 1)[1])
     script = ("packer version; python -c 'import dagster, dagster_docker, dagster_postgres, image_assets; "
               "print(\"dagster\", dagster.__version__)'; dagster definitions validate -m definitions 2>&1 | tail -n1; "
-              "ls packer/aws/linux packer/ansible/global.yml packer/scripts/linux/finalize.sh; "
+              "ls packer/aws/linux packer/ansible/global.yml packer/scripts/linux/finalize.sh compliance/debian11-container.xml; "
               "cat /etc/ssl/certs/ca-certificates.crt")
     out = subprocess.run([dockerd.docker_bin(), "run", "--rm", "--network", "host", user_code_image, "sh", "-c", script],
                          capture_output=True, text=True, timeout=300)
