@@ -294,7 +294,8 @@ class Deployment:
                                           "repos": [FAULT_REPO], "variables": {"sleep_seconds": 300}}
 
         demo.make_repo(self.repos / f"{FAULT_REPO}.git", {"README": "fault repo\n"})
-        shutil.copytree(PROJECT / "tests" / "faults" / "template", self.project / "fault-template")
+        # communicator "none": its shell-local step sleeps in the run's container, on any parent.
+        shutil.copytree(PROJECT / "tests" / "fixtures" / "team-fault-template", self.project / "fault-template")
         return write_demo_catalog(self.project, edit)
 
     def env(self) -> dict[str, str]:

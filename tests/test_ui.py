@@ -16,8 +16,9 @@ pytestmark = pytest.mark.skipif(not ui.chromium(), reason="chromium not found: a
                                                           "(.ci/run installs it when missing)")
 
 
+@pytest.mark.timeout(1800)  # the Debian tree is built for real first (6-9 minutes here)
 def test_ui_pages_show_the_image_tree(tmp_path, work_dir):
-    catalog_path = write_demo_catalog(tmp_path / "project")
+    catalog_path = write_demo_catalog(tmp_path / "project", machines=True)  # as bin/demo builds it: every check runs
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
