@@ -9,6 +9,6 @@ from image_assets.catalog import gc_paused
 # first step 0.9 -> 0.5 s).
 with gc_paused(freeze=True):
     from image_assets.catalog import load_catalog
-    from image_assets.defs import build_defs
+    from image_assets.orchestration.defs import build_defs
 
     defs = build_defs(load_catalog())

@@ -261,7 +261,8 @@ print(t1 - t0, t2 - t1, t3 - t2)
 STEP_MODEL_PROBE = """
 import time
 import dagster as dg
-from image_assets import assets, checks
+from image_assets import checks
+from image_assets.orchestration import assets
 from image_assets.catalog import load_catalog
 from image_assets.packer import PackerCli
 catalog = load_catalog()
@@ -313,8 +314,8 @@ def big_catalog(bench: Bench) -> tuple[Path, list[Path], Path]:
 
 def goal_scale(bench: Bench, rounds: int) -> None:
     import dagster as dg
-    from image_assets import sensors
-    from image_assets.defs import build_defs
+    from image_assets.orchestration import sensors
+    from image_assets.orchestration.defs import build_defs
 
     path, bares, src = big_catalog(bench)
     env = {**os.environ, "IMAGE_ASSETS_CATALOG": str(path)}
@@ -380,10 +381,10 @@ ASSET_GRAPH_QUERY = "{ assetNodes { id assetKey { path } groupName dependencyKey
 
 
 def ui_graph(bench: Bench, home: Path, path: Path, catalog) -> None:
-    """The UI on the 1,000-image catalog, as the UI issue checks it (image_assets.ui_screenshots):
+    """The UI on the 1,000-image catalog, as the UI issue checks it (image_assets.devtools.ui_screenshots):
     `dagster dev` serving the code location, the asset graph's query, and the Lineage page read back
     from headless Chromium, which must show each layer group with its number of images."""
-    from image_assets import ui_screenshots as ui
+    from image_assets.devtools import ui_screenshots as ui
 
     if not ui.chromium():
         out("[3] the UI's asset graph: not checked, chromium is not installed (apt-get install -y chromium)")
@@ -410,7 +411,7 @@ def ui_graph(bench: Bench, home: Path, path: Path, catalog) -> None:
 
 def goal_wasted(bench: Bench, rounds: int) -> None:
     import dagster as dg
-    from image_assets.defs import build_defs
+    from image_assets.orchestration.defs import build_defs
 
     root = bench.tmp / "tree"
     shutil.copytree(PROJECT / "packer", root / "packer")

@@ -29,7 +29,8 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(PROJECT), str(PROJECT / "tests")]
 
 import teamkit  # noqa: E402
-from image_assets import deploy_image, dockerd, sandbox  # noqa: E402
+from image_assets import dockerd, sandbox  # noqa: E402
+from image_assets.devtools import deploy_image
 
 
 def rounds_for(stack, root, pg, launcher, image, rounds):

@@ -1,6 +1,6 @@
 """What an aged sandbox costs a build's look-ups: DescribeInstances and DescribeImages with tag
 filters (the leftover scan and the reuse look-up) after N tagged builds, with moto's own tag
-look-up against the sandbox's (image_assets.sandbox_server._tags_of_resource), in one run.
+look-up against the sandbox's (image_assets.sandbox.server._tags_of_resource), in one run.
 
 Run: python bench/bench_sandbox_tags.py [--builds 50,200] [--calls 5]
 Each side is an in-process moto (mock_aws) holding N builds' worth of tagged instances and images,
@@ -19,7 +19,7 @@ from moto.ec2.models.core import TaggedEC2Resource
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from image_assets import sandbox_server  # noqa: E402
+from image_assets.sandbox import server as sandbox_server  # noqa: E402
 
 TAGS = ("ManagedBy", "Deployment", "ImageName", "ImageLayer", "ImageVersion", "ParentImageId", "RootImageId",
         "Fingerprint", "GitRefs", "DagsterRunId", "Name")

@@ -14,9 +14,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from image_assets import sensors  # noqa: E402
+from image_assets.orchestration import sensors  # noqa: E402
 from image_assets.catalog import load_catalog  # noqa: E402
-from image_assets.defs import build_defs  # noqa: E402
+from image_assets.orchestration.defs import build_defs  # noqa: E402
 
 REPOS = 200
 TAGGED = 10

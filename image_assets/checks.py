@@ -36,7 +36,7 @@ from image_assets.catalog import Catalog
 from image_assets.errors import StoreError
 from image_assets.stores import MANAGED_BY, ImageRecord, Store, connect
 from image_assets.packer import PackerCli, PackerError, Redactor, resolve_binary
-from image_assets.records import latest_metadata, latest_metadata_of
+from image_assets.orchestration.records import latest_metadata, latest_metadata_of
 
 EXISTS = "exists_and_available"
 TAGS = "tags_complete"

@@ -214,7 +214,8 @@ def container_image(store, image_id: str) -> tuple[str, str]:
     why = store.no_machine(image_id)
     if why:
         return "", why
-    from image_assets import sandbox, sandbox_instances  # only the sandbox has this map
+    from image_assets import sandbox  # only the sandbox has this map
+    from image_assets.sandbox import instances as sandbox_instances
 
     ref = sandbox_instances.read_backing(sandbox.port_of(store.endpoint)).get(image_id)
     return (ref, "") if ref else ("", f"{image_id} has no container image on the sandbox")

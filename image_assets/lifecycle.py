@@ -14,7 +14,7 @@ import dagster as dg
 
 from image_assets import channels as channelsmod
 from image_assets import distribution
-from image_assets.records import latest_metadata_of
+from image_assets.orchestration.records import latest_metadata_of
 from image_assets.catalog import Catalog
 from image_assets.errors import ImageAssetsError, StoreError
 from image_assets.stores import MANAGED_BY, ImageRecord, Store, connect

@@ -11,9 +11,11 @@ import dagster as dg
 import pytest
 import yaml
 
-from image_assets import demo, dockerd, sandbox, sandbox_instances
+from image_assets import dockerd, sandbox
+from image_assets.devtools import demo
+from image_assets.sandbox import instances as sandbox_instances
 from image_assets.catalog import load_catalog
-from image_assets.assets import image_assets
+from image_assets.orchestration.assets import image_assets
 from image_assets.packer import PackerCli
 from image_assets.stores.ec2 import Ec2Store
 

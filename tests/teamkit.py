@@ -24,7 +24,8 @@ import dagster as dg
 import yaml
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
-from image_assets import demo, dockerd, sandbox
+from image_assets import dockerd, sandbox
+from image_assets.devtools import demo
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

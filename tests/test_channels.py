@@ -12,7 +12,7 @@ from conftest import latest, materialize, write_demo_catalog
 from test_lifecycle import change_global_content, cli, cli_json, observations, run
 from image_assets import distribution, dockerd, stores
 from image_assets.catalog import CatalogError, load_catalog
-from image_assets.defs import build_defs
+from image_assets.orchestration.defs import build_defs
 
 
 def check_result(instance, name, check):

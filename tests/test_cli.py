@@ -63,7 +63,8 @@ def test_docs_debian_vendor_release_as_written(tmp_path, work_dir, instance, san
     the sensor preview with the old id as cursor names the Linux tree; the release runs as the image it
     replaces (the same container image behind it)."""
     import json
-    from image_assets import sandbox, sandbox_instances
+    from image_assets import sandbox
+    from image_assets.sandbox import instances as sandbox_instances
 
     def own_region(doc):
         doc["defaults"]["region"] = "sa-east-1"  # a release of its own: the session's Debian stays

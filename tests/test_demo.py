@@ -1,5 +1,5 @@
 """The demo as the README runs it: bin/demo's terminal lines (a real `dagster asset materialize` of
-the demo tree on the sandbox, piped through `python -m image_assets.demo progress` as bin/demo pipes
+the demo tree on the sandbox, piped through `python -m image_assets.devtools.demo progress` as bin/demo pipes
 it), and the tag and channel commands of the README and docs/lifecycle.md, read from those files
 and run as written, in a copy of the demo project."""
 
@@ -16,7 +16,7 @@ from conftest import PROJECT, latest, write_demo_catalog
 from test_cli import LINUX_TREE
 from test_lifecycle import run
 from image_assets.catalog import load_catalog
-from image_assets.demo import EVENT_LINE
+from image_assets.devtools.demo import EVENT_LINE
 from image_assets.stores import connect
 
 BIN = Path(sys.executable).parent
@@ -31,7 +31,7 @@ def doc_commands(path: Path, marker: str) -> list[str]:
 
 
 def progress(text: str, env: dict) -> list[str]:
-    done = subprocess.run([sys.executable, "-m", "image_assets.demo", "progress"], input=text, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "image_assets.devtools.demo", "progress"], input=text, capture_output=True,
                           text=True, env=env, cwd=PROJECT, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
@@ -65,7 +65,7 @@ def test_every_built_image_gets_its_line(tmp_path, work_dir):
     # bin/demo's pipeline, word for word but for the paths.
     piped = subprocess.run(["bash", "-o", "pipefail", "-c",
                             f"{BIN}/dagster asset materialize -m definitions --select '*' 2>&1 | tee {log} "
-                            f"| {sys.executable} -m image_assets.demo progress"],
+                            f"| {sys.executable} -m image_assets.devtools.demo progress"],
                            capture_output=True, text=True, env=env, cwd=PROJECT, timeout=1800)
     assert piped.returncode == 0, piped.stdout + piped.stderr
     raw = log.read_text()

@@ -10,7 +10,8 @@ import uuid
 import yaml
 
 from conftest import AL2023, PROJECT, latest, materialize
-from image_assets import dockerd, layer_delta, sandbox, sandbox_instances, stores
+from image_assets import dockerd, layer_delta, sandbox, stores
+from image_assets.sandbox import instances as sandbox_instances
 from image_assets.catalog import load_catalog
 from test_sandbox_instances import backed_sandbox  # noqa: F401 (a fixture)
 from unit.test_local_target import CONTENT, write_catalog

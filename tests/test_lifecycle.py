@@ -15,7 +15,7 @@ import pytest
 
 from conftest import PROJECT, latest, write_demo_catalog
 from image_assets import lifecycle
-from image_assets.assets import image_assets
+from image_assets.orchestration.assets import image_assets
 from image_assets.catalog import load_catalog
 from image_assets.stores import ImageRecord, connect
 from image_assets.packer import PackerCli
@@ -64,7 +64,7 @@ def change_global_content(catalog, note: str) -> None:
     global-linux reads its content from), as an image repo's CI would push it."""
     import tempfile
 
-    from image_assets import demo
+    from image_assets.devtools import demo
     url = catalog.repos["ansible-roles"].url
     with tempfile.TemporaryDirectory() as tmp:
         demo.git("clone", "-q", url, tmp)

@@ -126,7 +126,7 @@ def _is_server(proc_dir: Path, port: int) -> bool:
         args = proc_dir.joinpath("cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"image_assets.sandbox_server" in args and str(port).encode() in args
+    return b"image_assets.sandbox.server" in args and str(port).encode() in args
 
 
 def test_server_env_is_stripped_and_detached(port, monkeypatch):
@@ -192,7 +192,7 @@ def test_tag_lookup_reads_the_same_tags_as_moto(monkeypatch):
     from moto.ec2.models import ec2_backends
     from moto.ec2.models.core import TaggedEC2Resource
 
-    from image_assets.sandbox_server import _tags_of_resource
+    from image_assets.sandbox.server import _tags_of_resource
 
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(key, "testing")

@@ -11,9 +11,10 @@ import dagster as dg
 import yaml
 
 from conftest import AL2023, PROJECT, latest, materialize
-from image_assets import dockerd, sandbox, sandbox_ssm
+from image_assets import dockerd, sandbox
+from image_assets.sandbox import ssm as sandbox_ssm
 from image_assets.catalog import load_catalog
-from image_assets.sandbox_instances import INSTANCE_LABEL, PORT_LABEL
+from image_assets.sandbox.instances import INSTANCE_LABEL, PORT_LABEL
 from image_assets.stores.ec2 import Ec2Store
 from test_sandbox_instances import backed_sandbox, debian_ami, ec2  # noqa: F401 (a fixture)
 

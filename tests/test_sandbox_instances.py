@@ -14,8 +14,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from image_assets import dockerd, sandbox, sandbox_images, sandbox_instances
-from image_assets.sandbox_instances import INSTANCE_LABEL, PORT_LABEL
+from image_assets import dockerd, sandbox
+from image_assets.sandbox import images as sandbox_images
+from image_assets.sandbox import instances as sandbox_instances
+from image_assets.sandbox.instances import INSTANCE_LABEL, PORT_LABEL
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sandbox-ssh"
 DEBIAN_NAME = re.compile(r"^debian-(11|12)-amd64-\d{8}-\d{4}$")

@@ -9,8 +9,8 @@ import pytest
 from conftest import free_port, latest, materialize
 
 from image_assets import sandbox
-from image_assets.assets import GIT_REFS_TAG, VENDOR_IMAGES_TAG, lookup_vendor
-from image_assets.defs import build_defs
+from image_assets.orchestration.assets import GIT_REFS_TAG, VENDOR_IMAGES_TAG, lookup_vendor
+from image_assets.orchestration.defs import build_defs
 from image_assets.stores.ec2 import Ec2Store
 
 GIT_ID = ["-c", "user.name=t", "-c", "user.email=t@example.invalid", "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false"]

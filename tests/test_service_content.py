@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from conftest import PROJECT, latest, materialize
-from image_assets import demo, stores
+from image_assets import stores
+from image_assets.devtools import demo
 from image_assets.catalog import load_catalog
 
 RUNTIME = "/opt/runtime/python3.10/bin/python"

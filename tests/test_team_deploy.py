@@ -21,7 +21,8 @@ import pytest
 import teamkit
 from teamkit import (FAULT_IMAGE, FAULT_REPO, REBUILT, Deployment, compute_logs, finished, sensor_triggered_run,
                      start_deployment)
-from image_assets import deploy_image, dockerd
+from image_assets import dockerd
+from image_assets.devtools import deploy_image
 
 pytestmark = pytest.mark.timeout(1800)
 

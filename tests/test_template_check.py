@@ -12,7 +12,8 @@ import dagster as dg
 import pytest
 from conftest import PROJECT, latest, materialize, write_demo_catalog
 
-from image_assets import dockerd, sandbox_instances
+from image_assets import dockerd
+from image_assets.sandbox import instances as sandbox_instances
 from image_assets.catalog import load_catalog
 from test_sandbox_instances import backed_sandbox  # noqa: F401 - a fixture: the sandbox with Debian's AMIs backed
 from unit.test_template_check import PUBLIC, byo_template, check_template, every_problem, public_template

@@ -1,5 +1,5 @@
 """The Dagster UI as a person sees it: `dagster dev` on a built demo tree, pages taken by real
-headless Chromium (image_assets/ui_screenshots.py) and read back as text."""
+headless Chromium (image_assets/devtools/ui_screenshots.py) and read back as text."""
 
 import os
 import shutil
@@ -8,9 +8,9 @@ import dagster as dg
 import pytest
 from conftest import PROJECT, write_demo_catalog
 
-from image_assets import ui_screenshots as ui
+from image_assets.devtools import ui_screenshots as ui
 from image_assets.catalog import load_catalog
-from image_assets.records import latest_metadata
+from image_assets.orchestration.records import latest_metadata
 
 pytestmark = pytest.mark.skipif(not ui.chromium(), reason="chromium not found: apt-get install -y chromium "
                                                           "(.ci/run installs it when missing)")

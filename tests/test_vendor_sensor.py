@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from image_assets import sandbox
-from image_assets.assets import VENDOR_IMAGES_TAG
+from image_assets.orchestration.assets import VENDOR_IMAGES_TAG
 from image_assets.catalog import load_catalog
-from image_assets.defs import build_defs
-from image_assets.sensors import TRIGGER_TAG
+from image_assets.orchestration.defs import build_defs
+from image_assets.orchestration.sensors import TRIGGER_TAG
 
 VARIABLES = """
 variable "image_name" { type = string }

@@ -15,7 +15,9 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from image_assets import sandbox, sandbox_instances, sandbox_ssm
+from image_assets import sandbox
+from image_assets.sandbox import instances as sandbox_instances
+from image_assets.sandbox import ssm as sandbox_ssm
 from image_assets.errors import TRANSIENT_AWS_CODES, StoreError
 from image_assets.stores import MANAGED_BY, ChannelEntry, CommandResult, ImageRecord, Store, channel_parameter
 from image_assets.stores import docker as docker_store
@@ -71,7 +73,7 @@ def _session() -> boto3.session.Session:
 
 def warm_up() -> None:
     """Read the EC2 and SSM API models into the process's session without any network call. The
-    multiprocess executor's forkserver runs this (image_assets.forkserver_warmup), so every
+    multiprocess executor's forkserver runs this (image_assets.orchestration.forkserver_warmup), so every
     forked step creates its clients from memory (SSM: each built image publishes a channel)."""
     try:
         with _session_lock:

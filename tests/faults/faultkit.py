@@ -86,7 +86,7 @@ def docker_inventory(port: int | None = None) -> dict[str, set]:
     """What the sandbox on `port` holds in docker: its instances' containers (running or not, by name)
     and the images CreateImage committed (by AMI id)."""
     from image_assets import dockerd, sandbox
-    from image_assets.sandbox_instances import COMMITTED_REPO, PORT_LABEL
+    from image_assets.sandbox.instances import COMMITTED_REPO, PORT_LABEL
 
     port = sandbox.port() if port is None else port
     containers = dockerd.docker("ps", "-a", "--filter", f"label={PORT_LABEL}={port}", "--format", "{{.Names}}",

@@ -7,7 +7,7 @@ from conftest import latest, materialize, sandbox_inventory
 from faultkit import IMAGE, write_fault_catalog
 
 from image_assets import build as buildmod
-from image_assets import demo
+from image_assets.devtools import demo
 from image_assets.catalog import load_catalog
 
 

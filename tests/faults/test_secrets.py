@@ -14,7 +14,7 @@ import yaml
 from conftest import PROJECT, materialize, sandbox_inventory, write_demo_catalog
 from faultkit import IMAGE, cli_env, run_cli
 
-from image_assets.assets import image_assets
+from image_assets.orchestration.assets import image_assets
 from image_assets.catalog import load_catalog
 from image_assets.packer import PackerCli
 

@@ -58,7 +58,7 @@ def fast_tier_guard(tmp_path_factory):
     def guarded_init(self, args, *rest, **kw):
         argv = [args] if isinstance(args, (str, os.PathLike)) else list(args)
         program = Path(str(argv[0]).split()[0]).name if argv else ""
-        if program in FORBIDDEN or any("image_assets.sandbox_server" in str(a) for a in argv):
+        if program in FORBIDDEN or any("image_assets.sandbox.server" in str(a) for a in argv):
             refuse(f"{program} ({' '.join(map(str, argv))[:120]})")
         popen_init(self, args, *rest, **kw)
 

@@ -9,7 +9,7 @@ import dagster as dg
 from conftest import PROJECT
 
 from image_assets.catalog import load_catalog
-from image_assets.defs import build_defs
+from image_assets.orchestration.defs import build_defs
 
 
 def test_asset_graph_shape_for_the_demo_catalog():

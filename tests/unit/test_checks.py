@@ -6,7 +6,7 @@ from conftest import PROJECT
 
 from image_assets import checks, sandbox
 from image_assets.catalog import load_catalog
-from image_assets.defs import build_defs
+from image_assets.orchestration.defs import build_defs
 
 CHECKS = {"exists_and_available", "tags_complete", "not_revoked", "template_valid", "up_to_date"}
 

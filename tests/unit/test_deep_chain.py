@@ -31,7 +31,7 @@ def test_a_1500_deep_chain_loads_and_a_tag_rebuilds_all_of_it_parents_first(worl
     catalog = load_catalog(path)
     assert len(catalog.chain(f"g{DEPTH - 1}")) == DEPTH + 1
     assert len(catalog.descendants("base")) == DEPTH + 1
-    from image_assets.defs import build_defs
+    from image_assets.orchestration.defs import build_defs
 
     defs = build_defs(catalog)
     cursor = world.tick(defs=defs).cursor

@@ -4,7 +4,7 @@ refused (runs on each executor, with real builds: tests/test_executor.py)."""
 import dagster as dg
 import pytest
 
-from image_assets import executor
+from image_assets.orchestration import executor
 
 
 def test_the_step_limit_follows_the_packer_pool(tmp_path):

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from image_assets import gitrepos
-from image_assets.assets import GIT_REFS_TAG
+from image_assets.orchestration.assets import GIT_REFS_TAG
 from image_assets.catalog import CatalogError, load_catalog
-from image_assets.defs import build_defs
-from image_assets.sensors import TAG_VALUE_MAX, TRIGGER_TAG
+from image_assets.orchestration.defs import build_defs
+from image_assets.orchestration.sensors import TAG_VALUE_MAX, TRIGGER_TAG
 
 VARIABLES = """
 variable "image_name" { type = string }

@@ -7,7 +7,7 @@ import yaml
 from conftest import PROJECT
 from helm_keys import key_paths, read_keys, unknown_paths
 
-from image_assets import deploy_image
+from image_assets.devtools import deploy_image
 
 VALUES = PROJECT / "deploy" / "helm" / "values.yaml"
 CHART_KEYS = PROJECT / "tests" / "fixtures" / "helm" / "dagster-chart-master-437f92d9-keys.txt"

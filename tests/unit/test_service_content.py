@@ -1,7 +1,8 @@
 """A service's checkout is the tagged tree without its `.git` (what the local service layer ships, built:
 tests/test_service_content.py)."""
 
-from image_assets import demo, gitrepos
+from image_assets import gitrepos
+from image_assets.devtools import demo
 
 
 def test_a_checkout_is_the_tagged_tree_without_its_git_dir(tmp_path):

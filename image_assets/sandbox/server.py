@@ -1,4 +1,4 @@
-"""The sandbox's moto server: `python -m image_assets.sandbox_server --port N`.
+"""The sandbox's moto server: `python -m image_assets.sandbox.server --port N`.
 
 Started detached by `image_assets.sandbox.start()`; serves until SIGTERM. Besides moto's EC2 API
 it answers POST /image-assets/publish-vendor-image (see publish_vendor_image), and
@@ -31,7 +31,9 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
-from image_assets import sandbox_instances, sandbox_ssm, sandbox_state
+from image_assets.sandbox import instances as sandbox_instances
+from image_assets.sandbox import ssm as sandbox_ssm
+from image_assets.sandbox import state as sandbox_state
 
 _moto_create_image = AmiBackend.create_image
 _moto_load_amis = AmiBackend._load_amis
@@ -272,7 +274,7 @@ def with_publish_endpoint(app):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m image_assets.sandbox_server")
+    parser = argparse.ArgumentParser(prog="python -m image_assets.sandbox.server")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)

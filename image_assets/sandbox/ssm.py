@@ -27,7 +27,8 @@ import subprocess
 import threading
 import time
 
-from image_assets import dockerd, sandbox_instances
+from image_assets import dockerd
+from image_assets.sandbox import instances as sandbox_instances
 
 INSTANCE_PROFILE = "image-assets-sandbox-ssm"
 DOCUMENT = "AWS-RunShellScript"

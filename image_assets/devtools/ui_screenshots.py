@@ -1,6 +1,6 @@
 """The Dagster UI checked as a person sees it: headless Chromium screenshots of the demo tree.
 
-`bin/ui-screenshots [OUT_DIR]` (or `python -m image_assets.ui_screenshots`): builds the demo tree on
+`bin/ui-screenshots [OUT_DIR]` (or `python -m image_assets.devtools.ui_screenshots`): builds the demo tree on
 the sandbox unless DAGSTER_HOME's instance has it, starts `dagster dev` on a free port, takes a
 screenshot of each page below into OUT_DIR (docs/screenshots) and fails when a page's text lacks
 what it must show (read from Chromium's --dump-dom). Every process it started is stopped.
@@ -26,9 +26,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from image_assets import checks, demo, sandbox
+from image_assets import checks, sandbox
+from image_assets.devtools import demo
 from image_assets.catalog import Catalog, load_catalog
-from image_assets.records import latest_metadata
+from image_assets.orchestration.records import latest_metadata
 
 PROJECT = demo.PROJECT
 DAGSTER = str(Path(sys.executable).parent / "dagster")

@@ -36,7 +36,7 @@ CREDENTIALS: dict[str, str] = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 
-_SERVER_MODULE = "image_assets.sandbox_server"
+_SERVER_MODULE = "image_assets.sandbox.server"
 _children: dict[int, subprocess.Popen] = {}  # servers this process started, reaped by stop()
 
 
@@ -134,7 +134,7 @@ def _server_env(extra_env: dict | None) -> dict[str, str]:
     # The server must never see real credentials or AWS config from the caller.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(CREDENTIALS)
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     env.update({k: str(v) for k, v in (extra_env or {}).items()})
     return env
@@ -219,7 +219,8 @@ def stop(port: int | None = None, forget: bool = False) -> bool:
 
 
 def _remove_containers(p: int, forget: bool) -> None:
-    from image_assets import sandbox_instances, sandbox_state  # docker only where a server of this port ran
+    from image_assets.sandbox import instances as sandbox_instances  # docker only where a server of this port ran
+    from image_assets.sandbox import state as sandbox_state
 
     kept = sandbox_state.image_ids(p)
     keep = set() if forget else kept
@@ -342,7 +343,7 @@ def _publish_vendor(name: str | None, catalog_path: str | None, p: int) -> int:
 
 
 def status(port: int | None = None) -> dict:
-    from image_assets import sandbox_state  # reads the state file only
+    from image_assets.sandbox import state as sandbox_state  # reads the state file only
 
     p = _port(port)
     return {
@@ -393,6 +394,3 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if s["running"] else 1
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -44,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import dagster as dg
 
 from image_assets import gitrepos
-from image_assets.assets import GIT_REFS_TAG, VENDOR_IMAGES_TAG, lookup_vendor
+from image_assets.orchestration.assets import GIT_REFS_TAG, VENDOR_IMAGES_TAG, lookup_vendor
 from image_assets.catalog import Catalog
 from image_assets.errors import StoreError
 

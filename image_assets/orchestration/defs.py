@@ -2,13 +2,13 @@
 
 import dagster as dg
 
-from image_assets.assets import image_assets
+from image_assets.orchestration.assets import image_assets
 from image_assets.catalog import Catalog
 from image_assets.channels import channel_jobs
-from image_assets.executor import executor
+from image_assets.orchestration.executor import executor
 from image_assets.lifecycle import lifecycle_jobs, retention_schedule
 from image_assets.packer import PackerCli
-from image_assets.sensors import image_sensors
+from image_assets.orchestration.sensors import image_sensors
 
 # A named job for every image (with its checks): what API clients launch (Dagster's GraphQL
 # `launchRun`, DagsterGraphQLClient.submit_job_execution) instead of the internal __ASSET_JOB.

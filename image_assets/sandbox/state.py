@@ -67,7 +67,7 @@ def _kept_amis() -> list[dict]:
     from moto.core import DEFAULT_ACCOUNT_ID  # moto only in the server: the CLI reads the file alone
     from moto.ec2.models import ec2_backends
 
-    from image_assets import sandbox_instances
+    from image_assets.sandbox import instances as sandbox_instances
 
     amis = []
     for region, backend in list(ec2_backends[DEFAULT_ACCOUNT_ID].items()):  # only the regions in use

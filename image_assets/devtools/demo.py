@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 SERVICE_FILES = {
     "requirements.txt": "urllib3>=2,<3\n",
     "service.py": (
@@ -105,7 +105,7 @@ def summary() -> None:
     """One line per catalog image: its current image id, parent and inputs (DAGSTER_HOME's instance)."""
     import dagster as dg
 
-    from image_assets.records import latest_metadata
+    from image_assets.orchestration.records import latest_metadata
     from image_assets.catalog import load_catalog
 
     catalog = load_catalog()
@@ -135,7 +135,7 @@ def scores() -> None:
     import dagster as dg
 
     from image_assets.catalog import load_catalog
-    from image_assets.records import latest_metadata
+    from image_assets.orchestration.records import latest_metadata
 
     catalog = load_catalog()
     print(f"{'image':22} {'layer':8} {'image id':14} {'compliance':40} tests")
@@ -247,8 +247,8 @@ if __name__ == "__main__":
         import logging
 
         from image_assets.catalog import load_catalog
-        from image_assets.sensors import evaluate_git_tags
+        from image_assets.orchestration.sensors import evaluate_git_tags
 
-        print(evaluate_git_tags(load_catalog(), None, logging.getLogger("image_assets.demo")).cursor)
+        print(evaluate_git_tags(load_catalog(), None, logging.getLogger("image_assets.devtools.demo")).cursor)
     else:
-        sys.exit("usage: python -m image_assets.demo repos [--force] | summary | scores | cursor | progress | change REPO")
+        sys.exit("usage: python -m image_assets.devtools.demo repos [--force] | summary | scores | cursor | progress | change REPO")

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Mapping
 from pathlib import Path
 
-from image_assets import dockerd, sandbox_images
+from image_assets import dockerd
+from image_assets.sandbox import images as sandbox_images
 
 PORT_LABEL = "image-assets.sandbox-port"
 INSTANCE_LABEL = "image-assets.sandbox-instance"
@@ -112,7 +113,7 @@ def configure(port: int, keep: Mapping[str, str] = {}) -> list[dict]:
         return []
     if not amis and not restored:
         print("sandbox: no Debian AMIs served: their container images are missing "
-              "(bin/setup makes them: python -m image_assets.sandbox_images)", flush=True)
+              "(bin/setup makes them: python -m image_assets.sandbox.images)", flush=True)
         return []
     with _lock:  # no file where nothing is backed: stop then needs no docker
         _images.update({ami["ami_id"]: ref for ami, ref in amis})

@@ -26,7 +26,7 @@ PACKER_POOL = "packer"  # every built image's step claims a slot of it (assets.b
 # a third to reading the EC2 API model for each worker's boto3 client.
 PRELOAD = ["dagster", "definitions", "dagster._core.storage.base_storage", "dagster._core.storage.sqlite_storage",
            "dagster._core.storage.event_log.sqlite", "dagster._core.storage.runs.sqlite",
-           "dagster._core.storage.schedules.sqlite", "upath", "image_assets.forkserver_warmup"]
+           "dagster._core.storage.schedules.sqlite", "upath", "image_assets.orchestration.forkserver_warmup"]
 MULTIPROCESS = {"max_concurrent": 8, "start_method": {"forkserver": {"preload_modules": PRELOAD}}}
 
 

@@ -9,7 +9,7 @@ change does not reinstall Dagster), constraints.txt (the Dagster versions of the
 this, so the image and the daemon speak the same release) and build-ca.pem (the host's CA bundle,
 for pip in the build stage only). The image is tagged `image-assets/user-code:<inputs key>` and
 `:latest`; the key hashes every input and the base image id, so an unchanged checkout builds nothing.
-CLI: `python -m image_assets.deploy_image build [--force] | key` (exit 3: docker cannot run here).
+CLI: `python -m image_assets.devtools.deploy_image build [--force] | key` (exit 3: docker cannot run here).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from image_assets import dockerd
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 DOCKERFILE = PROJECT / "deploy" / "Dockerfile"
 IMAGE = "image-assets/user-code"
 BASE = "image-assets/debian12-base"
@@ -148,7 +148,7 @@ def _drop_older(keep: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m image_assets.deploy_image")
+    parser = argparse.ArgumentParser(prog="python -m image_assets.devtools.deploy_image")
     parser.add_argument("command", choices=["build", "key"])
     parser.add_argument("--force", action="store_true", help="build even if an image of these inputs exists")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """The sandbox's Debian vendor images: the container images its Debian AMIs are backed by.
 
-Made once by the set-up (`python -m image_assets.sandbox_images`, run by bin/setup): debootstrap
+Made once by the set-up (`python -m image_assets.sandbox.images`, run by bin/setup): debootstrap
 --variant=minbase with openssh-server, python3 and sudo, plus the user `admin` (the user of Debian's
 AMIs) with passwordless sudo, imported into the local docker daemon. The sandbox server serves
 Debian's official AMI names for each image present when it starts (see sandbox_instances).

@@ -11,9 +11,9 @@ from image_assets import build as buildmod
 from image_assets import channels, checks, distribution, layer_delta, stores
 from image_assets.catalog import Catalog, gc_paused
 from image_assets.errors import ImageAssetsError, StoreError
-from image_assets.executor import PACKER_POOL
+from image_assets.orchestration.executor import PACKER_POOL
 from image_assets.packer import PackerCli
-from image_assets.records import built_metadata, latest_metadata, recorded_git_refs
+from image_assets.orchestration.records import built_metadata, latest_metadata, recorded_git_refs
 
 GIT_REFS_TAG = "image-assets/git-refs"  # run tag: {repo: "tag@commit"} pinned by the git sensor
 VENDOR_IMAGES_TAG = "image-assets/vendor-images"  # run tag: {vendor asset: image id} pinned by the vendor sensor
