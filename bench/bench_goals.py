@@ -261,13 +261,12 @@ print(t1 - t0, t2 - t1, t3 - t2)
 STEP_MODEL_PROBE = """
 import time
 import dagster as dg
-from image_assets import checks
-from image_assets.orchestration import assets
+from image_assets.orchestration import assets, checks
 from image_assets.catalog import load_catalog
-from image_assets.packer import PackerCli
+from image_assets.orchestration.resources import PackerResource, resources_for
 catalog = load_catalog()
 def graph(defs_list):
-    dg.Definitions(assets=defs_list, resources={"packer": PackerCli()}).resolve_asset_graph()
+    dg.Definitions(assets=defs_list, resources=resources_for(catalog)).resolve_asset_graph()
 t0 = time.perf_counter()
 graph(assets.image_assets(catalog))
 t1 = time.perf_counter()
@@ -275,7 +274,7 @@ built = [n for n, image in catalog.images.items() if not image.vendor]
 specs = [dg.AssetSpec(n, deps=[catalog.images[n].parent], group_name=catalog.images[n].layer.value) for n in built]
 @dg.multi_asset(name="all_images", specs=specs, check_specs=[c for n in built for c in checks.check_specs(catalog, n)],
                 can_subset=True, pool="packer")
-def all_images(context, packer: PackerCli):
+def all_images(context, packer: PackerResource):
     pass
 graph([all_images, *(assets.vendor_asset(catalog, n) for n, image in catalog.images.items() if image.vendor)])
 t2 = time.perf_counter()

@@ -34,9 +34,9 @@ def dagster_instance(purpose: str, required: bool = True):
                              "uses). Nothing was changed.")
         yield None
         return
-    import dagster as dg
+    from image_assets.orchestration import records
 
-    with dg.DagsterInstance.get() as instance:
+    with records.open_instance() as instance:
         yield instance
 
 
@@ -73,7 +73,7 @@ def cmd_lineage(args, catalog) -> int:
 
 def cmd_outdated(args, catalog) -> int:
     from image_assets import channels
-    from image_assets.lifecycle import current_images
+    from image_assets.orchestration.records import current_images
 
     with dagster_instance("`outdated`") as instance:
         current = current_images(catalog, instance)
@@ -85,7 +85,7 @@ def cmd_outdated(args, catalog) -> int:
         record = store.get(image_id) if image_id and not catalog.images[name].vendor else None
         if record and record.revoked:
             revoked.append({"name": name, "image_id": image_id, "revoked": record.revoked})
-    channel_rows = channels.listing(catalog, current)
+    channel_rows = channels.listing(catalog, store, current)
     if args.json:
         behind = [{"name": r.image, "image_id": r.image_id, "status": "channel behind", "channel": r.channel,
                    "region": r.region, "lags": r.lags, "cause": line}
@@ -112,14 +112,15 @@ def cmd_outdated(args, catalog) -> int:
 
 def cmd_revoke(args, catalog) -> int:
     from image_assets import lifecycle
+    from image_assets.orchestration import records
 
     entries = lifecycle.revoke(_store(catalog), args.image_id, args.reason, catalog=catalog)
     with dagster_instance("recording the revocation", required=False) as instance:
         for entry in entries:
             if instance is not None and not entry.already:
-                instance.report_runless_asset_event(lifecycle.revocation_observation(entry, args.reason))
+                instance.report_runless_asset_event(records.revocation_observation(entry, args.reason))
             for move in entry.channels if instance is not None else ():
-                instance.report_runless_asset_event(move.observation())
+                instance.report_runless_asset_event(records.move_observation(move))
     if instance is None:
         print("warning: DAGSTER_HOME is not set: the revocation is tagged in the cloud but not recorded "
               "as Dagster asset observations", file=sys.stderr)
@@ -141,11 +142,14 @@ def cmd_revoke(args, catalog) -> int:
 
 def cmd_retention(args, catalog) -> int:
     from image_assets import lifecycle
+    from image_assets.orchestration import records
 
     with dagster_instance("`retention`") as instance:
-        current = lifecycle.current_images(catalog, instance)
-        decisions = lifecycle.retention(catalog, _store(catalog), current, args.dry_run,
-                                        instance.report_runless_asset_event)
+        current = records.current_images(catalog, instance)
+        decisions = lifecycle.retention(catalog, _store(catalog), current, args.dry_run)
+        for decision in decisions:
+            if decision.deleted_at:
+                instance.report_runless_asset_event(records.deletion_observation(decision))
     if args.json:
         print(json.dumps({"dry_run": args.dry_run, "decisions": [d.as_dict() for d in decisions]}, indent=2))
         return 0
@@ -160,13 +164,13 @@ def cmd_retention(args, catalog) -> int:
 
 def cmd_channels(args, catalog) -> int:
     from image_assets import channels
-    from image_assets.lifecycle import current_images
+    from image_assets.orchestration.records import current_images
 
     if args.image and (args.image not in catalog.images or catalog.images[args.image].vendor):
         raise UsageError(f"no built image {args.image!r} in {catalog.path}")
     with dagster_instance("`channels`", required=False) as instance:
         current = current_images(catalog, instance) if instance is not None else None
-    rows = channels.listing(catalog, current, args.image)
+    rows = channels.listing(catalog, _store(catalog), current, args.image)
     if args.json:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
         return 0
@@ -188,7 +192,7 @@ def _each_region(catalog, image, act, as_json: bool) -> int:
 
     moves = []
     try:
-        for store in channels.stores_of(catalog, image):
+        for store in channels.stores_of(catalog, _store(catalog), image):
             move = act(store)
             if move is None:
                 print(f"{image} ({store.region}): the channel already points there: nothing to do", file=sys.stderr)
@@ -202,10 +206,12 @@ def _each_region(catalog, image, act, as_json: bool) -> int:
 
 
 def _record_moves(moves, as_json: bool) -> int:
+    from image_assets.orchestration import records
+
     with dagster_instance("recording the channel move", required=False) as instance:
         for move in moves:
             if instance is not None:
-                instance.report_runless_asset_event(move.observation())
+                instance.report_runless_asset_event(records.move_observation(move))
     if instance is None and moves:
         print("warning: DAGSTER_HOME is not set: the channel moved in the store but the move is not recorded "
               "as a Dagster asset observation", file=sys.stderr)

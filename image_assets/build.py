@@ -1,6 +1,7 @@
-"""Building one image: resolve inputs, fingerprint, reuse or run packer, verify, describe.
+"""Building one image: resolve its inputs from the catalog once (Resolved), then fingerprint,
+reuse or run packer, verify and describe it from that resolved input alone.
 
-Kept free of Dagster so the asset, the benchmarks and the tests all drive the same code.
+Free of Dagster, so the asset, the benchmarks and the tests all drive the same code.
 """
 
 from __future__ import annotations
@@ -82,9 +83,10 @@ def work_root(catalog: Catalog) -> Path:
 
 @dataclass(frozen=True)
 class Resolved:
-    """One image resolved for one build: everything the build reads, and so everything its
-    fingerprint covers (and nothing else): name, target, parent image, template directory,
-    provisioning content, variables, and the input repos' commits."""
+    """One image resolved for one build: everything the build reads. The fingerprint covers what
+    decides the image's content: name, target, parent image, template directory, provisioning
+    content, variables, var-files and the input repos' commits. The rest says where and how it
+    is built and tagged (region, deployment, layer, secrets), never what is in it."""
 
     name: str
     target: str
@@ -94,6 +96,11 @@ class Resolved:
     variables: dict
     refs: dict[str, gitrepos.Ref]
     var_files: tuple[str, ...] = ()  # the template's own var-files, inside template_dir
+    region: str = ""
+    deployment: str = ""
+    layer: str = ""
+    parent_name: str = ""
+    secrets: dict = field(default_factory=dict)  # variable -> the catalog's secret entry (where its value comes from)
 
     @property
     def git_refs(self) -> dict[str, str]:
@@ -142,22 +149,22 @@ def resolve_refs(catalog: Catalog, name: str, pinned: dict[str, str] | None = No
     return refs
 
 
-def secret_values(catalog: Catalog, name: str, declared: dict) -> secretsmod.Secrets:
+def secret_values(resolved: Resolved, declared: dict) -> secretsmod.Secrets:
     """The image's secrets, typed by the template's `declared` variables: the PKR_VAR_ environment
     that hands them to packer and the values to mask (see image_assets.secrets)."""
     try:
-        return secretsmod.for_image(name, catalog.images[name], declared)
+        return secretsmod.for_image(resolved.name, resolved, declared)
     except secretsmod.SecretError as exc:
         raise BuildError(str(exc)) from None
 
 
-def image_tags(catalog: Catalog, resolved: Resolved, version: str, fp: str, run_id: str) -> dict[str, str]:
+def image_tags(resolved: Resolved, version: str, fp: str, run_id: str) -> dict[str, str]:
     return {
         "Name": f"{resolved.name}-{version}",
         "ManagedBy": MANAGED_BY,
-        "Deployment": catalog.deployment,
+        "Deployment": resolved.deployment,
         "ImageName": resolved.name,
-        "ImageLayer": catalog.images[resolved.name].layer.value,
+        "ImageLayer": resolved.layer,
         "ImageVersion": version,
         "ParentImageId": resolved.parent.image_id,
         "RootImageId": resolved.parent.root_image_id,
@@ -295,14 +302,15 @@ def _remove_stale_work_dirs(catalog: Catalog, name: str) -> None:
 def build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: packer.PackerCli,
                 pinned_refs: dict[str, str] | None = None, log=print,
                 run_finished: Callable[[str], bool] | None = None,
-                recorded_refs: Callable[[str], dict | None] | None = None) -> Built:
+                recorded_refs: Callable[[str], dict | None] | None = None, store: stores.Store | None = None) -> Built:
     """Build (or reuse) one image: one build per image at a time on this machine, and what dead
-    builds of it left is removed first. `run_finished(run_id)` asks Dagster whether a run ended;
-    `recorded_refs(image_id)` gives the git refs recorded when an image was built (for a reused
-    image whose GitRefs tag is a digest)."""
+    builds of it left is removed first. The catalog is read here, to resolve the image's inputs;
+    the build itself reads only that Resolved. `run_finished(run_id)` asks Dagster whether a run
+    ended; `recorded_refs(image_id)` gives the git refs recorded when an image was built (for a
+    reused image whose GitRefs tag is a digest); `store`: the target's store (else connected here)."""
     if catalog.target not in templates.SOURCE_KINDS:
         raise BuildError(f"image {name!r}: unknown target {catalog.target!r}")
-    store = stores.connect(catalog.target, catalog.defaults.region)
+    store = store or stores.connect(catalog.target, catalog.defaults.region)
     store.check_reachable()  # before the lock: an unreachable target changes nothing on disk
     with _ImageLock(catalog, name) as lock:
         died = lock.previous
@@ -314,7 +322,9 @@ def build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: p
         lock.record(run_id)
         work = work_root(catalog) / f"{name}-{run_id[:8]}-{uuid.uuid4().hex[:8]}"
         try:
-            return _build_image(catalog, name, parent, run_id, cli, pinned_refs, log, lock, recorded_refs, work)
+            parent_image = _usable_parent(store, name, catalog.images[name].parent, parent)
+            resolved = resolve(catalog, name, parent, work, pinned_refs)
+            return _build(resolved, parent_image, store, run_id, cli, log, lock, recorded_refs, work)
         finally:
             # Nothing in it is kept, whatever happened: packer's output is in the compute logs,
             # and a checkout is its tag@commit again.
@@ -322,7 +332,7 @@ def build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: p
             lock.record("")  # not reached on SIGKILL: the next holder then knows this run died
 
 
-def remove_rejected(catalog: Catalog, built: Built, failed_checks: list[str], log=print) -> bool:
+def remove_rejected(store: stores.Store, built: Built, failed_checks: list[str], log=print) -> bool:
     """Delete the image this step just built when blocking checks ran on it and failed: it is never
     published or built on, and a kept one would be reused by its fingerprint. What explains the
     failure stays: each check's output and report in its metadata, packer's log in the compute
@@ -332,7 +342,6 @@ def remove_rejected(catalog: Catalog, built: Built, failed_checks: list[str], lo
         return False
     why = f"blocking checks {', '.join(failed_checks)} failed on it"
     try:
-        store = stores.connect(catalog.target, catalog.defaults.region)
         image = store.get(built.image_id)
         if image is None:
             return False
@@ -376,7 +385,9 @@ def resolve(catalog: Catalog, name: str, parent: Parent, work: Path,
         if not found.exists():
             raise BuildError(f"image {name!r}, field 'content.{key}': {where} does not exist")
         content[key] = found
-    return Resolved(name, catalog.target, parent, template_dir, content, dict(image.variables), refs, tuple(image.var_files))
+    return Resolved(name, catalog.target, parent, template_dir, content, dict(image.variables), refs,
+                    tuple(image.var_files), catalog.defaults.region, catalog.deployment, image.layer.value,
+                    image.parent or "", dict(image.secrets))
 
 
 def _lineage(store: stores.Store, image: stores.ImageRecord, parent: Parent,
@@ -387,7 +398,7 @@ def _lineage(store: stores.Store, image: stores.ImageRecord, parent: Parent,
     return [link.image_id for link in chain], chain, image
 
 
-def _reused(catalog: Catalog, resolved: Resolved, existing: stores.ImageRecord, store: stores.Store, cli,
+def _reused(resolved: Resolved, existing: stores.ImageRecord, store: stores.Store, cli,
             recorded_refs, log, parent_image: stores.ImageRecord) -> Built:
     """A reused image reports its own history (from its tags), not the inputs of this run."""
     tags = existing.tags
@@ -396,7 +407,7 @@ def _reused(catalog: Catalog, resolved: Resolved, existing: stores.ImageRecord, 
         recorded = recorded_refs(existing.id) if recorded_refs else None
         own_refs = recorded if recorded and git_refs_tag(recorded) == tags["GitRefs"] else resolved.git_refs
     log(f"{resolved.name}: reusing {existing.id} (fingerprint {tags.get('Fingerprint')} unchanged)")
-    return Built(existing.id, catalog.defaults.region, tags.get("ParentImageId", resolved.parent.image_id),
+    return Built(existing.id, resolved.region, tags.get("ParentImageId", resolved.parent.image_id),
                  tags.get("RootImageId", resolved.parent.root_image_id), tags.get("Fingerprint", ""), True,
                  own_refs, cli.version(), 0.0, tags.get("ImageVersion", ""), tags,
                  *_lineage(store, existing, resolved.parent, parent_image),
@@ -436,41 +447,40 @@ def _verify(store: stores.Store, name: str, image_id: str, tags: dict[str, str],
     raise problem
 
 
-def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: packer.PackerCli,
-                 pinned_refs: dict[str, str] | None, log, lock: _ImageLock, recorded_refs, work: Path) -> Built:
-    image = catalog.images[name]
-    target, region = catalog.target, catalog.defaults.region
-    store = stores.connect(target, region)  # reachability was checked by build_image
-
-    parent_image = store.require_available(parent.image_id, f"parent ({image.parent})")
+def _usable_parent(store: stores.Store, name: str, parent_name: str, parent: Parent) -> stores.ImageRecord:
+    parent_image = store.require_available(parent.image_id, f"parent ({parent_name})")
     revoked = parent_image.revoked
     if revoked:
         raise BuildError(
-            f"image {name!r}: parent {image.parent!r} image {parent.image_id} is revoked ({revoked}); "
-            f"rebuild the parent first: dagster asset materialize -m definitions --select '{image.parent}*'"
+            f"image {name!r}: parent {parent_name!r} image {parent.image_id} is revoked ({revoked}); "
+            f"rebuild the parent first: dagster asset materialize -m definitions --select '{parent_name}*'"
         )
+    return parent_image
 
-    resolved = resolve(catalog, name, parent, work, pinned_refs)
+
+def _build(resolved: Resolved, parent_image: stores.ImageRecord, store: stores.Store, run_id: str,
+           cli: packer.PackerCli, log, lock: _ImageLock, recorded_refs, work: Path) -> Built:
+    name, parent, target, region = resolved.name, resolved.parent, resolved.target, resolved.region
     template_dir = resolved.template_dir
     fp = resolved.fingerprint()
     # Equal inputs reuse any sound build of this deployment, a retry's first attempt included; a
     # retry whose inputs changed builds anew.
-    existing = store.find_reusable(ImageName=name, Fingerprint=fp, Deployment=catalog.deployment)
+    existing = store.find_reusable(ImageName=name, Fingerprint=fp, Deployment=resolved.deployment)
     if existing:
-        return _reused(catalog, resolved, existing, store, cli, recorded_refs, log, parent_image)
+        return _reused(resolved, existing, store, cli, recorded_refs, log, parent_image)
 
     version = datetime.now(timezone.utc).strftime("%Y%m%d.%H%M%S") + "." + run_id[:8]
-    tags = image_tags(catalog, resolved, version, fp, run_id)
+    tags = image_tags(resolved, version, fp, run_id)
     try:
         source = templates.target_source(template_dir, target)
     except templates.TemplateError as exc:
         raise BuildError(f"image {name!r}, field 'template': {exc}") from None
     declared = templates.declared_variables(template_dir)
-    secrets = secret_values(catalog, name, declared)
+    secrets = secret_values(resolved, declared)
     redact = packer.Redactor(secrets.values)
     # Secrets travel as PKR_VAR_ environment variables: packer quotes the var-file when it rejects it.
     variables = {
-        **{k: v for k, v in image.variables.items() if k not in secrets.names},
+        **{k: v for k, v in resolved.variables.items() if k not in secrets.names},
         "image_name": name, "image_version": version, "source_image_id": parent.image_id,
         "region": region, "tags": tags, "sandbox_endpoint": store.endpoint or "",
     }
@@ -478,7 +488,7 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
                 "input_dirs": {repo: str((work / "repos" / repo).resolve()) for repo in resolved.refs},
                 "content_dirs": {key: str(path) for key, path in resolved.content_dirs.items()}}
     variables.update({k: v for k, v in optional.items() if k in declared})
-    variables.update({k: v for k, v in store.build_variables().items() if k in declared and k not in image.variables})
+    variables.update({k: v for k, v in store.build_variables().items() if k in declared and k not in resolved.variables})
     var_files = [template_dir / f for f in resolved.var_files]
     no_machine = _not_provisioned(store, resolved)
     if no_machine:
@@ -487,9 +497,9 @@ def _build_image(catalog: Catalog, name: str, parent: Parent, run_id: str, cli: 
         # image says its template did not run. A template with communicator "none" runs as it is.
         log(f"{name}: not running {template_dir} on the sandbox: {no_machine}; building it with the stand-in {NO_MACHINE_TEMPLATE}")
         template_dir, source, var_files = NO_MACHINE_TEMPLATE, "amazon-ebs.no-machine", []
-        scripts = image.variables.get("scripts") or []
+        scripts = resolved.variables.get("scripts") or []
         variables = {**{k: variables[k] for k in templates.INJECTED if k in variables}, **optional,
-                     "template": str(resolved.template_dir), "playbook": image.variables.get("playbook", ""),
+                     "template": str(resolved.template_dir), "playbook": resolved.variables.get("playbook", ""),
                      "scripts": scripts, "os_family": "windows" if any(str(s).endswith(".ps1") for s in scripts) else "linux"}
     work.mkdir(parents=True, exist_ok=True)
     var_file = work / "variables.pkrvars.json"

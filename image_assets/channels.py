@@ -4,8 +4,8 @@ The store keeps each channel and its history (an SSM parameter /image-assets/<im
 sandbox and aws, a docker tag <image>:<channel> on local). Every build that passes its blocking
 checks is published to `latest`; people promote an image from one channel to another and roll a
 channel back; revoking an image moves each channel that points at it back to the newest
-unrevoked image in its history. Every move is a Move, recorded as an AssetObservation on the
-image's asset (key = the image name).
+unrevoked image in its history. Every move is a Move (the orchestration layer records it as an
+observation on the image's asset).
 """
 
 import os
@@ -13,12 +13,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-import dagster as dg
-
 from image_assets import distribution
 from image_assets.catalog import Catalog
-from image_assets.errors import ImageAssetsError, StoreError
-from image_assets.stores import Store, connect
+from image_assets.errors import ImageAssetsError
+from image_assets.stores import Store
 
 LATEST = "latest"
 USER_TAG = "dagster/user"  # set on runs launched by a signed-in user (Dagster+); else $USER
@@ -56,13 +54,6 @@ class Move:
                 f"{self.from_image_id or '(unset)'} -> {self.to_image_id}")
         return line + (f"; {self.note}" if self.note else "")
 
-    def observation(self) -> dg.AssetObservation:
-        return dg.AssetObservation(
-            asset_key=dg.AssetKey([self.image]), description=str(self),
-            metadata={"action": f"channel {self.action}", "channel": self.channel, "region": self.region,
-                      "from_image_id": self.from_image_id, "to_image_id": self.to_image_id, "by": self.by,
-                      "at": self.at, "note": self.note})
-
 
 def set_channel(store: Store, image: str, channel: str, image_id: str, action: str, by: str) -> Move | None:
     """Point the channel at image_id; None when it already does (no new history entry)."""
@@ -93,11 +84,11 @@ def _known(catalog: Catalog, image: str, *channels: str) -> None:
                                f"(channels: {', '.join(catalog.images[image].channels)}); add it there first")
 
 
-def stores_of(catalog: Catalog, image: str) -> list[Store]:
+def stores_of(catalog: Catalog, home: Store, image: str) -> list[Store]:
     """Where the image's channels live: its home region, then each region it is copied to (each
     region's channels point at that region's copy)."""
     _known(catalog, image)
-    return [connect(catalog.target, catalog.defaults.region), *distribution.region_stores(catalog, image).values()]
+    return [home, *distribution.region_stores(catalog, home, image).values()]
 
 
 def promote(catalog: Catalog, store: Store, image: str, source: str, dest: str, by: str) -> Move | None:
@@ -196,11 +187,12 @@ class Row:
         return asdict(self)
 
 
-def listing(catalog: Catalog, current: Mapping[str, str | None] | None, only: str | None = None) -> list[Row]:
+def listing(catalog: Catalog, home: Store, current: Mapping[str, str | None] | None,
+            only: str | None = None) -> list[Row]:
     """Every channel of every built image (or of `only`), in every region it lives in. In a copy
     region, "current" means the copy of the current materialization."""
     names = [n for n, img in catalog.images.items() if not img.vendor and (not only or n == only)]
-    where = {name: stores_of(catalog, name) for name in names}
+    where = {name: stores_of(catalog, home, name) for name in names}
     wanted: dict[str, tuple] = {}  # region -> (store, every (image, channel) read there)
     for name in names:
         for store in where[name]:
@@ -243,53 +235,3 @@ def lagging(rows: list[Row]) -> list[str]:
                 behind = f"lags latest by {row.lags} build{'s' * (row.lags != 1)}"
             out.append(f"{row.image} {row.channel} ({row.region}) {behind}: {row.image_id} is not the current image")
     return out
-
-
-# --- Dagster jobs -----------------------------------------------------------------------------
-
-
-class PromoteConfig(dg.Config):
-    image: str
-    from_channel: str = LATEST
-    to_channel: str = "stable"
-
-
-class RollbackConfig(dg.Config):
-    image: str
-    channel: str = "stable"
-
-
-def channel_jobs(catalog: Catalog) -> list[dg.JobDefinition]:
-    def each_region(context: dg.OpExecutionContext, image: str, act) -> None:
-        """Act in each region of the image, recording each move as it is made."""
-        try:
-            for store in stores_of(catalog, image):
-                move = act(store, who(context.run.tags))
-                if move is None:
-                    context.log.info(f"{image} ({store.region}): the channel already points there: nothing to do")
-                    continue
-                context.log.info(str(move))
-                context.log_event(move.observation())
-        except (ChannelError, StoreError) as exc:
-            raise dg.Failure(description=str(exc)) from None
-
-    @dg.op(name="promote_channel")
-    def promote_op(context: dg.OpExecutionContext, config: PromoteConfig) -> None:
-        each_region(context, config.image, lambda store, by: promote(
-            catalog, store, config.image, config.from_channel, config.to_channel, by))
-
-    @dg.op(name="roll_channel_back")
-    def rollback_op(context: dg.OpExecutionContext, config: RollbackConfig) -> None:
-        each_region(context, config.image, lambda store, by: rollback(catalog, store, config.image, config.channel, by))
-
-    @dg.job(name="promote_image", executor_def=dg.in_process_executor,
-            description="Point a release channel (default stable) at the image another channel (default latest) points at.")
-    def promote_image():
-        promote_op()
-
-    @dg.job(name="rollback_channel", executor_def=dg.in_process_executor,
-            description="Set a release channel back to its previous unrevoked image.")
-    def rollback_channel():
-        rollback_op()
-
-    return [promote_image, rollback_channel]

@@ -12,7 +12,8 @@ less hardened image within that run. template_valid (ERROR)
 and up_to_date (WARN) are not: an outdated image is still a sound parent, and a broken template
 fails its own build.
 
-Definition time is cheap: specs only; the store, Dagster instance and packer are used when run.
+Each check is a plain function returning a CheckResult; orchestration/checks.py declares them
+on the assets and turns results into Dagster's.
 """
 
 import dataclasses
@@ -23,10 +24,9 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-
-import dagster as dg
 
 from image_assets import build as buildmod
 from image_assets import channels as channelsmod
@@ -34,9 +34,8 @@ from image_assets import gitrepos, lineage, scan, template_check, templates
 from image_assets import secrets as secretsmod
 from image_assets.catalog import Catalog
 from image_assets.errors import StoreError
-from image_assets.stores import MANAGED_BY, ImageRecord, Store, connect
+from image_assets.stores import MANAGED_BY, ImageRecord, Store
 from image_assets.packer import PackerCli, PackerError, Redactor, resolve_binary
-from image_assets.orchestration.records import latest_metadata, latest_metadata_of
 
 EXISTS = "exists_and_available"
 TAGS = "tags_complete"
@@ -51,7 +50,7 @@ REQUIRED_TAGS = ("ManagedBy", "Deployment", "ImageName", "ImageLayer", "ImageVer
                  "RootImageId", "Fingerprint", "GitRefs", "DagsterRunId")
 OUTPUT_LIMIT = 2000  # characters of packer output kept in check metadata
 
-_DESCRIPTIONS = {
+DESCRIPTIONS = {
     EXISTS: "The asset's current image exists in the target and is available.",
     TAGS: "The image carries every image-assets tag, equal to the materialization metadata.",
     NOT_REVOKED: "The asset's current image is not tagged Revoked.",
@@ -85,21 +84,31 @@ def image_checks(catalog: Catalog, name: str) -> tuple[str, ...]:
     return CHECKS + extra + ((COMPLIANCE,) if catalog.compliance(name) else ())
 
 
-def check_specs(catalog: Catalog, name: str) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(check, asset=name, blocking=check in BLOCKING, description=_DESCRIPTIONS[check])
-            for check in image_checks(catalog, name)]
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's verdict on one image. `warn`: a failure that blocks nothing (WARN in Dagster)."""
+
+    image: str
+    check: str
+    passed: bool
+    description: str
+    warn: bool = False
+    metadata: dict = field(default_factory=dict)  # lists and dicts are JSON, a Path a file
+
+    @property
+    def blocks(self) -> bool:
+        """Whether this result stops what a passing blocking check releases (children, channels)."""
+        return not self.passed and not self.warn
 
 
-def _result(name: str, check: str, passed: bool, description: str, severity=dg.AssetCheckSeverity.ERROR,
-            **metadata) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(asset_key=dg.AssetKey([name]), check_name=check, passed=passed,
-                               severity=severity, description=description, metadata=metadata)
+def _result(name: str, check: str, passed: bool, description: str, warn: bool = False, **metadata) -> CheckResult:
+    return CheckResult(name, check, passed, description, warn, metadata)
 
 
 # --- the checks, as plain functions of (catalog, name, metadata, image) ----------------------
 
 
-def exists_and_available(name: str, image_id: str, image: ImageRecord | None, where: str) -> dg.AssetCheckResult:
+def exists_and_available(name: str, image_id: str, image: ImageRecord | None, where: str) -> CheckResult:
     if image is None:
         return _result(name, EXISTS, False, f"image {image_id} does not exist in {where}", image_id=image_id)
     return _result(name, EXISTS, image.available, f"image {image_id} is {image.state} in {where}",
@@ -122,7 +131,7 @@ def _commits_from_tag(value: str) -> dict[str, str]:
     return {repo: ref.rpartition("@")[2] for repo, ref in pairs}
 
 
-def tags_complete(catalog: Catalog, name: str, meta: dict, image: ImageRecord | None) -> dg.AssetCheckResult:
+def tags_complete(catalog: Catalog, name: str, meta: dict, image: ImageRecord | None) -> CheckResult:
     if image is None:
         return _result(name, TAGS, False, f"image {meta['image_id']} does not exist: no tags to check")
     tags = image.tags
@@ -143,7 +152,7 @@ def tags_complete(catalog: Catalog, name: str, meta: dict, image: ImageRecord | 
                    missing=missing, mismatched=sorted(wrong))
 
 
-def not_revoked(name: str, image_id: str, image: ImageRecord | None) -> dg.AssetCheckResult:
+def not_revoked(name: str, image_id: str, image: ImageRecord | None) -> CheckResult:
     revoked = image.revoked if image else ""
     if revoked:
         return _result(name, NOT_REVOKED, False,
@@ -153,24 +162,24 @@ def not_revoked(name: str, image_id: str, image: ImageRecord | None) -> dg.Asset
 
 
 def up_to_date(catalog: Catalog, name: str, chain: list[lineage.Link], current: dict,
-               channels_behind: list[str] | None = None) -> dg.AssetCheckResult:
+               channels_behind: list[str] | None = None) -> CheckResult:
     """Fresh against the parent asset's current image; release channels behind the image are
     shown (a release decision, not a fault), never failed on."""
     fresh = lineage.freshness(catalog, name, chain, current)
     description = fresh.cause or f"built on {fresh.built_on}, the current image of {fresh.parent!r}"
     if channels_behind:
         description += "; release channels behind it: " + "; ".join(channels_behind)
-    return _result(name, UP_TO_DATE, fresh.status == "current", description, severity=dg.AssetCheckSeverity.WARN,
+    return _result(name, UP_TO_DATE, fresh.status == "current", description, warn=True,
                    status=fresh.status, built_on=fresh.built_on, expected_parent=fresh.expected_parent or "",
-                   channels_behind=dg.MetadataValue.json(channels_behind or []))
+                   channels_behind=channels_behind or [])
 
 
-def _channels_behind(catalog: Catalog, name: str, image_id: str) -> list[str]:
+def _channels_behind(catalog: Catalog, store: Store, name: str, image_id: str) -> list[str]:
     """Channels other than latest (published right after these checks pass) not on image_id."""
     if set(catalog.images[name].channels) <= {channelsmod.LATEST}:
         return []  # nothing to read
     try:
-        rows = channelsmod.listing(catalog, {name: image_id}, name)
+        rows = channelsmod.listing(catalog, store, {name: image_id}, name)
     except StoreError as exc:
         return [f"channels not read: {exc}"]
     return [f"{r.channel} ({r.region}) is on {r.image_id}, not on this image" if r.image_id
@@ -180,11 +189,11 @@ def _channels_behind(catalog: Catalog, name: str, image_id: str) -> list[str]:
 # --- image_tests and compliance: the image's content, run and scanned --------------------------
 
 
-def _not_run(name: str, check: str, store: Store, why: str, what: str = "", **metadata) -> dg.AssetCheckResult:
+def _not_run(name: str, check: str, store: Store, why: str, what: str = "", **metadata) -> CheckResult:
     # Never a pass: a WARN failure does not block children (nothing was learned about the image).
     where = "the sandbox" if store.target == "sandbox" else store.where
     return _result(name, check, False, f"{what + ' ' if what else ''}not run on {where}: {why}",
-                   severity=dg.AssetCheckSeverity.WARN, status="not run", **metadata)
+                   warn=True, status="not run", **metadata)
 
 
 def _masker(catalog: Catalog, names: list[str]) -> Redactor:
@@ -203,7 +212,7 @@ def _masker(catalog: Catalog, names: list[str]) -> Redactor:
     return Redactor(values)
 
 
-def image_tests(catalog: Catalog, name: str, image_id: str, store: Store) -> dg.AssetCheckResult:
+def image_tests(catalog: Catalog, name: str, image_id: str, store: Store) -> CheckResult:
     tests = image_tests_of(catalog, name)
     redact = _masker(catalog, sorted({image for image, _ in tests}))
     declared = [{"declared_on": image, "command": redact(command)} for image, command in tests]
@@ -211,13 +220,13 @@ def image_tests(catalog: Catalog, name: str, image_id: str, store: Store) -> dg.
     what = f"{len(tests)} image test(s) (declared on " + ", ".join(f"{image!r}: {n}" for image, n in per_image.items()) + ")"
     why = store.cannot_run or store.no_machine(image_id)
     if why:
-        return _not_run(name, IMAGE_TESTS, store, why, what, tests=dg.MetadataValue.json(declared))
+        return _not_run(name, IMAGE_TESTS, store, why, what, tests=declared)
     started = time.monotonic()
     try:
         ran = store.run_commands(image_id, [command for _, command in tests], TEST_TIMEOUT)
     except StoreError as exc:
         return _result(name, IMAGE_TESTS, False, redact(f"{what} could not run on {image_id}: {exc}"),
-                       tests=dg.MetadataValue.json(declared))
+                       tests=declared)
     seconds = time.monotonic() - started
     results = [{**test, "exit_code": r.exit_code, "output": redact(r.output)[-OUTPUT_LIMIT:]}
                for test, r in zip(declared, ran)]
@@ -230,10 +239,10 @@ def image_tests(catalog: Catalog, name: str, image_id: str, store: Store) -> dg.
         description = f"{what} passed on {image_id} in {store.where} ({seconds:.1f} s)"
     return _result(name, IMAGE_TESTS, not failed, description, status="failed" if failed else "passed",
                    tests_passed=len(results) - len(failed), tests_failed=len(failed), seconds=round(seconds, 2),
-                   results=dg.MetadataValue.json(results))
+                   results=results)
 
 
-def compliance(catalog: Catalog, name: str, meta: dict, store: Store, report_dir: Path) -> dg.AssetCheckResult:
+def compliance(catalog: Catalog, name: str, meta: dict, store: Store, report_dir: Path) -> CheckResult:
     why = store.cannot_export or store.no_machine(meta["image_id"])
     if why:
         return _not_run(name, COMPLIANCE, store, why)
@@ -262,11 +271,11 @@ def compliance(catalog: Catalog, name: str, meta: dict, store: Store, report_dir
         f"{score}, profile {policy.profile} (set on {declared_by!r}), SCAP content {own.content_version}"
     return _result(name, COMPLIANCE, not problems, description,
                    rules_passed=own.passed, rules_failed=own.failed, rules_notapplicable=own.notapplicable,
-                   other=dg.MetadataValue.json(own.other), ratio=round(own.ratio, 3),
+                   other=own.other, ratio=round(own.ratio, 3),
                    min_pass_ratio=policy.min_pass_ratio, parent_rules_passed=parent.passed if parent else -1,
-                   undone=dg.MetadataValue.json(undone), profile=own.profile, declared_by=declared_by,
+                   undone=undone, profile=own.profile, declared_by=declared_by,
                    tailoring=str(tailoring or ""), content=own.content, content_version=own.content_version,
-                   report=dg.MetadataValue.path(own.report), seconds=own.seconds)
+                   report=Path(own.report), seconds=own.seconds)
 
 
 # --- template_valid ---------------------------------------------------------------------------
@@ -358,7 +367,7 @@ def _cached_validation(catalog: Catalog, key: str, validate) -> tuple[list[dict]
     return steps, findings
 
 
-def template_valid(cli: PackerCli, catalog: Catalog, name: str, meta: dict | None = None) -> dg.AssetCheckResult:
+def template_valid(cli: PackerCli, catalog: Catalog, name: str, meta: dict | None = None) -> CheckResult:
     """packer's checks and the template contract (template_check) on the image's template, with
     its input repos (a repo template too) at the refs the image was built from (meta's git_refs;
     the newest tags when no build is recorded)."""
@@ -394,21 +403,25 @@ def template_valid(cli: PackerCli, catalog: Catalog, name: str, meta: dict | Non
         description = "\n".join([f"packer validate of the source the target builds (as on the sandbox and on AWS), "
                                   f"fmt and the template contract pass on {where}", *warnings])
     return _result(name, TEMPLATE, not problems, description[:4000], template=where,
-                   steps=dg.MetadataValue.json(steps), findings=dg.MetadataValue.json(findings))
+                   steps=steps, findings=findings)
 
 
-# --- evaluation and the Dagster definitions ---------------------------------------------------
+# --- evaluation ----------------------------------------------------------------------------
 
 
-def evaluate(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected: set[str],
-             packer: PackerCli, metadata: dict | None = None,
-             chain: list[lineage.Link] | None = None, record: ImageRecord | None = None) -> Iterator[dg.AssetCheckResult]:
-    """Results of the selected checks for the asset's current image: the one just built
-    (`metadata`; `chain` and `record`, the lineage and the image the build read moments ago),
-    else its latest materialization."""
-    meta = metadata or latest_metadata(instance, name)
+def evaluate(catalog: Catalog, name: str, selected: set[str], packer: PackerCli, meta: dict | None,
+             connect: Callable[[], Store], current: dict[str, str | None], report_dir: Path,
+             chain: list[lineage.Link] | None = None, record: ImageRecord | None = None) -> Iterator[CheckResult]:
+    """Results of the selected checks for the asset's current image (`meta`: the build just made or
+    the latest materialization; `chain` and `record`: the lineage and the image the build read
+    moments ago). `connect()` gives the image store, when a check needs it; `current`: each
+    ancestor asset's current image id (read for up_to_date)."""
     if TEMPLATE in selected:
-        yield template_valid(packer, catalog, name, meta)
+        try:
+            resolve_binary(packer.binary)
+            yield template_valid(packer, catalog, name, meta)
+        except PackerError as exc:
+            yield _result(name, TEMPLATE, False, str(exc))
     store_checks = [c for c in image_checks(catalog, name) if c in selected and c != TEMPLATE]
     if not store_checks:
         return
@@ -418,7 +431,7 @@ def evaluate(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected
         return
     image_id = meta["image_id"]
     try:
-        store = connect(catalog.target, catalog.defaults.region)
+        store = connect()
         image = record or store.get(image_id)
     except StoreError as exc:
         for check in store_checks:
@@ -431,26 +444,12 @@ def evaluate(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected
     if NOT_REVOKED in selected:
         yield not_revoked(name, image_id, image)
     if UP_TO_DATE in selected:
-        current = {n: (meta or {}).get("image_id") for n, meta in latest_metadata_of(instance, catalog.chain(name)[1:]).items()}
         try:
             yield up_to_date(catalog, name, chain or lineage.lineage(store, image_id), current,
-                             _channels_behind(catalog, name, image_id))
+                             _channels_behind(catalog, store, name, image_id))
         except (lineage.LineageError, StoreError) as exc:
-            yield _result(name, UP_TO_DATE, False, str(exc), severity=dg.AssetCheckSeverity.WARN)
+            yield _result(name, UP_TO_DATE, False, str(exc), warn=True)
     if IMAGE_TESTS in selected:
         yield image_tests(catalog, name, image_id, store)
     if COMPLIANCE in selected:
-        yield compliance(catalog, name, meta, store, scan.instance_report_dir(instance.root_directory))
-
-
-def results(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected: set[str], packer: PackerCli,
-            metadata: dict | None = None, chain: list[lineage.Link] | None = None,
-            record: ImageRecord | None = None) -> Iterator[dg.AssetCheckResult]:
-    """The selected checks' results, run inside the image's asset step (see assets.built_asset)."""
-    try:
-        resolve_binary(packer.binary)
-    except PackerError as exc:
-        if TEMPLATE in selected:
-            selected = selected - {TEMPLATE}
-            yield _result(name, TEMPLATE, False, str(exc))
-    yield from evaluate(catalog, name, instance, selected, packer, metadata, chain, record)
+        yield compliance(catalog, name, meta, store, report_dir)

@@ -1,23 +1,20 @@
-"""Revocation and retention of built images, as plain functions and as Dagster jobs.
+"""Revocation and retention of built images.
 
-The store's tags are the source of truth (Revoked, ParentImageId, ManagedBy); every change is
-also recorded as an AssetObservation on the image's asset (key = its ImageName), so the UI shows
-when an image was revoked or deleted, and why.
+The store's tags are the source of truth (Revoked, ParentImageId, ManagedBy); the orchestration
+layer records every change as an observation on the image's asset (key = its ImageName), so the
+UI shows when an image was revoked or deleted, and why.
 """
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-import dagster as dg
-
 from image_assets import channels as channelsmod
 from image_assets import distribution
-from image_assets.orchestration.records import latest_metadata_of
 from image_assets.catalog import Catalog
-from image_assets.errors import ImageAssetsError, StoreError
-from image_assets.stores import MANAGED_BY, ImageRecord, Store, connect
+from image_assets.errors import ImageAssetsError
+from image_assets.stores import MANAGED_BY, ImageRecord, Store
 
 TAG_VALUE_LIMIT = 256  # EC2 tag values: at most 256 Unicode characters
 REVOKED_TAG = "Revoked"
@@ -110,7 +107,7 @@ def revoke(store: Store, image_id: str, reason: str, at: datetime | None = None,
     for entry in list(out):
         if entry.name not in catalog.images:
             continue
-        for region, there in distribution.region_stores(catalog, entry.name).items():
+        for region, there in distribution.region_stores(catalog, store, entry.name).items():
             regional[region] = there
             for copy in distribution.copies_of(there, entry.image_id):
                 twin = Revocation(copy.id, entry.name, copy.revoked, image_id, region=region)
@@ -132,16 +129,6 @@ def revoke(store: Store, image_id: str, reason: str, at: datetime | None = None,
     return out
 
 
-def revocation_observation(entry: Revocation, reason: str) -> dg.AssetObservation:
-    return dg.AssetObservation(
-        asset_key=dg.AssetKey([entry.name]),
-        description=f"image {entry.image_id} revoked: {entry.tag}",
-        metadata={"action": "revoked", "image_id": entry.image_id, "reason": reason, "revoked": entry.tag,
-                  "revoked_via": entry.via, "deprecation": entry.deprecation,
-                  **({"region": entry.region} if entry.region else {})},
-    )
-
-
 # --- retention --------------------------------------------------------------------------------
 
 
@@ -155,6 +142,7 @@ class Decision:
     snapshots: list[str] = field(default_factory=list)
     parent_image_id: str = ""
     region: str = ""  # set on a copy in a distribution region
+    deleted_at: str = ""  # set when retention deleted it
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -252,8 +240,10 @@ def plan_copies(decisions: list[Decision], copies: Mapping[str, list[ImageRecord
 
 
 def retention(catalog: Catalog, store: Store, current: Mapping[str, str | None], dry_run: bool,
-              record: Callable[[dg.AssetObservation], None], now: datetime | None = None) -> list[Decision]:
-    regional = distribution.region_stores(catalog)
+              now: datetime | None = None) -> list[Decision]:
+    """Plan retention and, unless `dry_run`, apply it: the decisions, each deleted one with its
+    `deleted_at`."""
+    regional = distribution.region_stores(catalog, store)
     copies = {r: [i for i in s.managed_images(Deployment=catalog.deployment) if i.tags.get(distribution.SOURCE_TAG)]
               for r, s in regional.items()}
     # A channel holds its image in every region: a held copy holds its source (and so itself).
@@ -272,84 +262,5 @@ def retention(catalog: Catalog, store: Store, current: Mapping[str, str | None],
     deleted = [d for r, there in regional.items() for d in apply_retention(there, [d for d in decisions if d.region == r])]
     deleted += apply_retention(store, [d for d in decisions if not d.region])
     for decision in deleted:
-        record(dg.AssetObservation(
-            asset_key=dg.AssetKey([decision.name]),
-            description=f"image {decision.image_id} deleted by retention: {decision.reason}",
-            metadata={"action": "deleted", "image_id": decision.image_id, "reason": decision.reason,
-                      "deleted_at": at, "created": decision.created, "snapshots": decision.snapshots,
-                      **({"region": decision.region} if decision.region else {})},
-        ))
+        decision.deleted_at = at
     return decisions
-
-
-def current_images(catalog: Catalog, instance: dg.DagsterInstance) -> dict[str, str | None]:
-    """The image id of every asset's latest materialization (None: never materialized)."""
-    return {name: (meta or {}).get("image_id") for name, meta in latest_metadata_of(instance, catalog.images).items()}
-
-
-# --- Dagster jobs and schedule ----------------------------------------------------------------
-
-
-class RevokeConfig(dg.Config):
-    image_id: str
-    reason: str
-
-
-class RetentionConfig(dg.Config):
-    dry_run: bool = False
-
-
-def _store(catalog: Catalog) -> Store:
-    try:
-        return connect(catalog.target, catalog.defaults.region)
-    except StoreError as exc:
-        raise dg.Failure(description=str(exc)) from None
-
-
-def lifecycle_jobs(catalog: Catalog) -> list[dg.JobDefinition]:
-    @dg.op(name="revoke_image_and_descendants")
-    def revoke_op(context: dg.OpExecutionContext, config: RevokeConfig) -> None:
-        try:
-            entries = revoke(_store(catalog), config.image_id, config.reason, catalog=catalog,
-                             by=channelsmod.who(context.run.tags))
-        except (LifecycleError, StoreError) as exc:
-            raise dg.Failure(description=str(exc)) from None
-        for entry in entries:
-            if entry.already:
-                context.log.info(f"{entry.image_id} ({entry.name}) was already revoked: {entry.tag}")
-            else:
-                context.log.info(f"revoked {entry.image_id} ({entry.name}): {entry.tag}; {entry.deprecation}")
-                context.log_event(revocation_observation(entry, config.reason))
-            for move in entry.channels:
-                context.log.info(str(move))
-                context.log_event(move.observation())
-
-    @dg.op(name="apply_retention")
-    def retention_op(context: dg.OpExecutionContext, config: RetentionConfig) -> None:
-        try:
-            decisions = retention(catalog, _store(catalog), current_images(catalog, context.instance),
-                                  config.dry_run, context.log_event)
-        except (LifecycleError, StoreError) as exc:
-            raise dg.Failure(description=str(exc)) from None
-        verb = "would delete" if config.dry_run else "deleted"
-        for d in decisions:
-            context.log.info(f"{verb if d.delete else 'keep'} {d.image_id} ({d.name}, {d.created}): {d.reason}")
-
-    # One op each: the in-process executor avoids a step process per run.
-    @dg.job(name="revoke_image", executor_def=dg.in_process_executor,
-            description="Tag an image and every image built on it Revoked, with a reason; set deprecation.")
-    def revoke_image():
-        revoke_op()
-
-    @dg.job(name="image_retention", executor_def=dg.in_process_executor,
-            description="Deregister images (and delete their snapshots) beyond each image's retention policy.")
-    def image_retention():
-        retention_op()
-
-    return [revoke_image, image_retention]
-
-
-def retention_schedule(job: dg.JobDefinition) -> dg.ScheduleDefinition:
-    # Ships stopped: deleting images is switched on deliberately (UI or `dagster schedule start`).
-    return dg.ScheduleDefinition(name="image_retention_daily", job=job, cron_schedule="0 4 * * *",
-                                 execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.STOPPED)

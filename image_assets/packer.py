@@ -25,8 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import dagster as dg
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from image_assets import secret_forms
 from image_assets.errors import TRANSIENT_AWS_CODES, ImageAssetsError
@@ -167,8 +166,9 @@ def resolve_binary(binary: str) -> str:
     return found
 
 
-class PackerCli(dg.ConfigurableResource):
-    """The packer command line, wrapped the way a Dagster step needs it."""
+class PackerCli(BaseModel):
+    """The packer command line and its settings (the Dagster resource is
+    orchestration.resources.PackerResource, this class with Dagster's config on top)."""
 
     # Defaults come from the environment when the resource is built, never when this module is imported.
     binary: str = Field(default_factory=lambda: os.environ.get("IMAGE_ASSETS_PACKER", "packer"),

@@ -16,7 +16,7 @@ from image_assets.devtools import demo
 from image_assets.sandbox import instances as sandbox_instances
 from image_assets.catalog import load_catalog
 from image_assets.orchestration.assets import image_assets
-from image_assets.packer import PackerCli
+from image_assets.orchestration.resources import resources_for
 from image_assets.stores.ec2 import Ec2Store
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -155,7 +155,7 @@ def instance(tmp_path):
 def materialize(catalog, instance, selection="*", tags=None, raise_on_error=True):
     """Materialize a selection of the catalog's assets in process against a real instance."""
     return dg.materialize(image_assets(catalog), selection=selection, instance=instance, tags=tags,
-                          resources={"packer": PackerCli()}, raise_on_error=raise_on_error)
+                          resources=resources_for(catalog), raise_on_error=raise_on_error)
 
 
 def latest(instance, name) -> dict:

@@ -15,10 +15,11 @@ import pytest
 
 from conftest import PROJECT, latest, write_demo_catalog
 from image_assets import lifecycle
+from image_assets.orchestration import jobs
 from image_assets.orchestration.assets import image_assets
+from image_assets.orchestration.resources import resources_for
 from image_assets.catalog import load_catalog
 from image_assets.stores import ImageRecord, connect
-from image_assets.packer import PackerCli
 
 LINUX_CHAIN = ["service-urllib3", "python310", "global-linux", "al2023"]
 
@@ -29,7 +30,7 @@ NOT_RUN = ("image_tests", "compliance")
 def run(catalog, instance, selection, raise_on_error=True):
     """Materialize with the asset checks, as a run from the UI or a sensor would."""
     return dg.materialize(image_assets(catalog), selection=selection, instance=instance,
-                          resources={"packer": PackerCli()}, raise_on_error=raise_on_error)
+                          resources=resources_for(catalog), raise_on_error=raise_on_error)
 
 
 def run_checks(catalog, instance, *names) -> dict[tuple[str, str], dg.AssetCheckEvaluation]:
@@ -85,7 +86,7 @@ def stale_status(catalog, instance) -> dict[str, str]:
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
     from dagster._core.definitions.data_version import CachingStaleStatusResolver
 
-    graph = dg.Definitions(assets=image_assets(catalog), resources={"packer": PackerCli()}).resolve_asset_graph()
+    graph = dg.Definitions(assets=image_assets(catalog), resources=resources_for(catalog)).resolve_asset_graph()
     view = AssetGraphView(temporal_context=TemporalContext(effective_dt=datetime.now(timezone.utc), last_event_id=None),
                           instance=instance, asset_graph=graph)
     resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
@@ -210,7 +211,7 @@ def test_revocation(demo_catalog, instance, cloud):
     assert [e["already"] for e in again] == [True, True]  # first reason kept, nothing re-recorded
 
     # The Dagster job on the current global image.
-    job = dg.Definitions(jobs=lifecycle.lifecycle_jobs(demo_catalog)).resolve_job_def("revoke_image")
+    job = dg.Definitions(jobs=jobs.lifecycle_jobs(demo_catalog), resources=resources_for(demo_catalog)).resolve_job_def("revoke_image")
     result = job.execute_in_process(instance=instance, run_config={"ops": {"revoke_image_and_descendants": {
         "config": {"image_id": new["global-linux"], "reason": "bad agent version"}}}})
     assert result.success
@@ -311,7 +312,7 @@ def test_retention(tmp_path, work_dir, instance):
     assert manual not in reasons
     assert _state(cloud) == before  # the dry run changed nothing
 
-    job = dg.Definitions(jobs=lifecycle.lifecycle_jobs(catalog)).resolve_job_def("image_retention")
+    job = dg.Definitions(jobs=jobs.lifecycle_jobs(catalog), resources=resources_for(catalog)).resolve_job_def("image_retention")
     assert job.execute_in_process(instance=instance).success  # dry_run defaults to false
 
     images, snaps = _state(cloud)
@@ -330,7 +331,7 @@ def test_retention(tmp_path, work_dir, instance):
 
     # Nothing more to do on a second run; the schedule ships stopped.
     assert not [d for d in cli_json(catalog, instance, "retention")["decisions"] if d["delete"]]
-    schedule = lifecycle.retention_schedule(job)
+    schedule = jobs.retention_schedule(job)
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
 
 

@@ -19,6 +19,7 @@ from conftest import PROJECT, latest, materialize
 from image_assets import build as buildmod
 from image_assets import dockerd, lifecycle, lineage, scan, stores
 from image_assets.catalog import load_catalog
+from image_assets.orchestration import records
 
 CONTENT = {"ansible": "packer/ansible", "scripts": "packer/scripts/linux", "check": "packer/scripts/content-check.sh"}
 COMPLIANCE = {"profile": "image_assets_container", "tailoring": "compliance/debian11-container.xml",
@@ -235,10 +236,10 @@ def test_retention_lineage_and_outdated_on_local_images(base_image, project, dep
     assert [link.image_id for link in chain] == [second["image_id"], latest(instance, "global-linux")["image_id"],
                                                  base_image]
     assert not lineage.problems(chain)
-    current = lifecycle.current_images(catalog, instance)
+    current = records.current_images(catalog, instance)
     assert [f.name for f in lineage.outdated(catalog, store, current) if f.status != "current"] == []
 
-    decisions = lifecycle.retention(catalog, store, current, dry_run=False, record=lambda _: None)
+    decisions = lifecycle.retention(catalog, store, current, dry_run=False)
     deleted = {d.image_id for d in decisions if d.delete}
     assert deleted == {first["image_id"]}, [d.as_dict() for d in decisions]
     assert store.get(first["image_id"]) is None and store.get(second["image_id"]).available
@@ -247,7 +248,7 @@ def test_retention_lineage_and_outdated_on_local_images(base_image, project, dep
     lifecycle.revoke(store, latest(instance, "global-linux")["image_id"], "test: outdated on local")
     assert store.get(second["image_id"]).revoked
     materialize(catalog, instance, selection="global-linux")
-    current = lifecycle.current_images(catalog, instance)
+    current = records.current_images(catalog, instance)
     stale = {f.name: f for f in lineage.outdated(catalog, store, current) if f.status != "current"}
     assert "service-kept" in stale, stale
 
@@ -286,7 +287,7 @@ def test_a_dead_builds_container_is_found_by_run_and_removed(base_image, project
     store = stores.connect("local", "local")
     resolved = buildmod.resolve(catalog, "service-sleep", buildmod.Parent(base_image, base_image),
                                 tmp_path / "w", {})
-    tags = buildmod.image_tags(catalog, resolved, "0.0.0", resolved.fingerprint(), run_id)
+    tags = buildmod.image_tags(resolved, "0.0.0", resolved.fingerprint(), run_id)
     var_file = tmp_path / "vars.json"
     var_file.write_text(json.dumps({
         "image_name": "service-sleep", "image_version": "0.0.0", "source_image_id": base_image, "region": "local",

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 from conftest import free_port, latest, materialize
 
-from image_assets import sandbox
+from image_assets import sandbox, stores
 from image_assets.orchestration.assets import GIT_REFS_TAG, VENDOR_IMAGES_TAG, lookup_vendor
 from image_assets.orchestration.defs import build_defs
 from image_assets.stores.ec2 import Ec2Store
@@ -89,7 +89,7 @@ def test_vendor_release_rebuilds_its_tree_on_exactly_the_image_the_sensor_saw(de
                                 "--catalog", str(demo_catalog.path)], capture_output=True, text=True, timeout=60)
     assert published.returncode == 0, published.stderr
     release = published.stdout.split()[1]
-    assert lookup_vendor(demo_catalog, "al2023").id == release
+    assert lookup_vendor(demo_catalog, "al2023", stores.connect("sandbox", demo_catalog.defaults.region)).id == release
 
     requests, cursor = evaluate(defs, instance, cursor, "vendor_image_sensor")
     assert len(requests) == 1
@@ -100,7 +100,7 @@ def test_vendor_release_rebuilds_its_tree_on_exactly_the_image_the_sensor_saw(de
     # Yet another release lands after the tick, before the run starts: the run must not take it.
     query = demo_catalog.images["al2023"].vendor
     later = sandbox.publish_vendor_image(query.owners, query.name)["ImageId"]
-    assert lookup_vendor(demo_catalog, "al2023").id == later != release
+    assert lookup_vendor(demo_catalog, "al2023", stores.connect("sandbox", demo_catalog.defaults.region)).id == later != release
 
     result = materialize(demo_catalog, instance, selection=list(requests[0].asset_selection), tags=requests[0].tags)
     assert result.success

@@ -11,9 +11,10 @@ from image_assets import build as buildmod
 from image_assets import channels, checks, distribution, layer_delta, stores
 from image_assets.catalog import Catalog, gc_paused
 from image_assets.errors import ImageAssetsError, StoreError
+from image_assets.orchestration import checks as dagster_checks
 from image_assets.orchestration.executor import PACKER_POOL
-from image_assets.packer import PackerCli
-from image_assets.orchestration.records import built_metadata, latest_metadata, recorded_git_refs
+from image_assets.orchestration.records import built_metadata, latest_metadata, move_observation, recorded_git_refs
+from image_assets.orchestration.resources import ImageStore, PackerResource
 
 GIT_REFS_TAG = "image-assets/git-refs"  # run tag: {repo: "tag@commit"} pinned by the git sensor
 VENDOR_IMAGES_TAG = "image-assets/vendor-images"  # run tag: {vendor asset: image id} pinned by the vendor sensor
@@ -57,7 +58,7 @@ def _fail(message: str, transient: bool = False) -> dg.Failure:
     return dg.Failure(description=message, allow_retries=transient)
 
 
-def resolve_parent(context: dg.AssetExecutionContext, catalog: Catalog, name: str) -> buildmod.Parent:
+def resolve_parent(context: dg.AssetExecutionContext, catalog: Catalog, name: str, store: stores.Store) -> buildmod.Parent:
     """The parent's current image: its latest materialization, or a vendor lookup if never pinned."""
     parent = catalog.images[name].parent
     meta = latest_metadata(context.instance, parent)
@@ -65,14 +66,13 @@ def resolve_parent(context: dg.AssetExecutionContext, catalog: Catalog, name: st
         return buildmod.Parent(meta["image_id"], meta.get("root_image_id") or meta["image_id"],
                                tuple(meta.get("lineage") or ()))
     if catalog.images[parent].vendor:
-        image = lookup_vendor(catalog, parent)
+        image = lookup_vendor(catalog, parent, store)
         return buildmod.Parent(image.id, image.id)
     raise _fail(f"image {name!r}: parent asset {parent!r} has never been materialized; "
                 f"build it first: dagster asset materialize -m definitions --select '{parent}*'")
 
 
-def lookup_vendor(catalog: Catalog, name: str) -> stores.ImageRecord:
-    store = stores.connect(catalog.target, catalog.defaults.region)
+def lookup_vendor(catalog: Catalog, name: str, store: stores.Store) -> stores.ImageRecord:
     return store.newest_vendor_image(catalog.images[name].vendor)
 
 
@@ -90,15 +90,15 @@ def _description(catalog: Catalog, name: str) -> str:
 def vendor_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
     @dg.asset(name=name, group_name="vendor", kinds={store_kind(catalog.target)},
               description=_description(catalog, name), retry_policy=RETRY_POLICY)
-    def _vendor(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    def _vendor(context: dg.AssetExecutionContext, image_store: ImageStore) -> dg.MaterializeResult:
         # A run the vendor sensor requested builds on exactly the image it saw, not on a newer one.
         pinned = json.loads(context.run.tags.get(VENDOR_IMAGES_TAG) or "{}").get(name)
         try:
+            store = image_store.store()
             if pinned:
-                store = stores.connect(catalog.target, catalog.defaults.region)
                 image = store.require_available(pinned, f"{name}: pinned vendor")
             else:
-                image = lookup_vendor(catalog, name)
+                image = lookup_vendor(catalog, name, store)
         except StoreError as exc:
             raise _fail(str(exc), transient=exc.transient) from None
         context.log.info(f"{name}: {'pinned' if pinned else 'newest'} vendor image is {image.id} ({image.name})")
@@ -121,31 +121,31 @@ def built_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
     spec = dg.AssetSpec(key, deps=[image.parent], group_name=image.layer.value,
                         kinds={"packer", store_kind(catalog.target)}, description=_description(catalog, name))
 
-    def _built(context: dg.AssetExecutionContext, packer: PackerCli):
+    def _built(context: dg.AssetExecutionContext, packer: PackerResource, image_store: ImageStore):
         metadata, chain, record, built, moves = None, None, None, None, []
         if key in context.selected_asset_keys:
-            built = _build(context, catalog, name, packer)
+            built = _build(context, catalog, name, packer, image_store)
             metadata, chain, record = built.metadata(), built.chain, built.record
-            metadata.update(_layer_delta(context, catalog, name, built))
+            metadata.update(_layer_delta(context, name, built, image_store.store()))
         selected = {check.name for check in context.selected_asset_check_keys}
         # The checks run before the materialization is yielded (they read the new image through
         # `metadata`), so what passing them releases (channels) goes into its metadata; their
         # results still follow it, and attach to it.
-        results = list(checks.results(catalog, name, context.instance, selected, packer, metadata, chain, record)) \
-            if selected else []
+        results = list(dagster_checks.results(catalog, name, context.instance, selected, packer, image_store.store,
+                                              metadata, chain, record)) if selected else []
         if built is not None:
-            metadata["channels"], copies, moves = _release(context, catalog, name, built, results)
+            metadata["channels"], copies, moves = _release(context, catalog, name, built, results, image_store.store())
             if catalog.images[name].distribute:
                 metadata["copies"] = copies
             yield dg.MaterializeResult(asset_key=key, metadata=metadata, data_version=dg.DataVersion(built.image_id))
-        yield from results
-        yield from (move.observation() for move in moves)
+        yield from (dagster_checks.to_dagster(r) for r in results)
+        yield from (move_observation(move) for move in moves)
 
-    return dg.multi_asset(name=name.replace("-", "_"), specs=[spec], check_specs=checks.check_specs(catalog, name),
+    return dg.multi_asset(name=name.replace("-", "_"), specs=[spec], check_specs=dagster_checks.check_specs(catalog, name),
                           can_subset=True, pool=PACKER_POOL, retry_policy=RETRY_POLICY)(shared_signature(_built))
 
 
-def _layer_delta(context: dg.AssetExecutionContext, catalog: Catalog, name: str, built: buildmod.Built) -> dict:
+def _layer_delta(context: dg.AssetExecutionContext, name: str, built: buildmod.Built, store: stores.Store) -> dict:
     """What the layer changed against its parent (packages, files). A reused image carries the delta
     its build recorded; it is measured again only when this instance has no record of it."""
     if built.reused:
@@ -153,33 +153,31 @@ def _layer_delta(context: dg.AssetExecutionContext, catalog: Catalog, name: str,
         if "layer_delta" in recorded:
             return {k: recorded[k] for k in layer_delta.METADATA_KEYS if k in recorded}
     started = time.monotonic()
-    delta = layer_delta.measure(stores.connect(catalog.target, catalog.defaults.region),
-                                built.parent_image_id, built.image_id)
+    delta = layer_delta.measure(store, built.parent_image_id, built.image_id)
     context.log.info(f"{name}: layer delta against {built.parent_image_id}: {delta.summary()} "
                      f"({time.monotonic() - started:.2f} s)")
     return delta.metadata()
 
 
 def _release(context: dg.AssetExecutionContext, catalog: Catalog, name: str, built: buildmod.Built,
-             results: list[dg.AssetCheckResult]) -> tuple[dict[str, str], dict[str, str], list[channels.Move]]:
+             results: list[checks.CheckResult], home: stores.Store) -> tuple[dict[str, str], dict[str, str], list[channels.Move]]:
     """When every blocking check of the image ran and none failed as Dagster counts it (an ERROR;
     a WARN, e.g. image tests not run on the sandbox, blocks nothing): copy it to its distribution
     regions and publish it (and each copy, in its region) to `latest`. Returns "<region>/<channel>"
     -> image id now on it, region -> copy id, and the channel moves made."""
     blocking = {c for c in checks.image_checks(catalog, name) if c in checks.BLOCKING}
-    ok = {r.check_name for r in results if r.passed or r.severity == dg.AssetCheckSeverity.WARN}
+    ok = {r.check for r in results if not r.blocks}
     failed = sorted(blocking - ok)
     if failed:
         context.log.warning(f"{name}: {built.image_id} not published to {channels.LATEST!r}: blocking checks "
                             f"{', '.join(failed)} did not pass (or did not run)")
-        ran_and_failed = sorted({r.check_name for r in results if not r.passed} & set(failed))
-        buildmod.remove_rejected(catalog, built, ran_and_failed, lambda text: context.log.warning(f"{name}: {text}"))
+        ran_and_failed = sorted({r.check for r in results if not r.passed} & set(failed))
+        buildmod.remove_rejected(home, built, ran_and_failed, lambda text: context.log.warning(f"{name}: {text}"))
         return {}, {}, []
     published, moves = {}, []
     try:
-        copies = distribution.distribute(catalog, name, built.image_id, context.log.info)
-        home = stores.connect(catalog.target, catalog.defaults.region)
-        regional = distribution.region_stores(catalog, name)
+        copies = distribution.distribute(catalog, home, name, built.image_id, context.log.info)
+        regional = distribution.region_stores(catalog, home, name)
         for store, image_id in [(home, built.image_id), *((regional[r], i) for r, i in copies.items())]:
             move = channels.publish(store, name, image_id, channels.who(context.run.tags))
             context.log.info(str(move) if move else f"{name}: {channels.LATEST!r} in {store.region} already "
@@ -191,13 +189,15 @@ def _release(context: dg.AssetExecutionContext, catalog: Catalog, name: str, bui
     return published, copies, moves
 
 
-def _build(context: dg.AssetExecutionContext, catalog: Catalog, name: str, packer: PackerCli) -> buildmod.Built:
+def _build(context: dg.AssetExecutionContext, catalog: Catalog, name: str, packer: PackerResource,
+           image_store: ImageStore) -> buildmod.Built:
     broken = catalog.template_error(name)  # its template, or an ancestor's, does not parse: no cloud or packer work
     if broken:
         raise _fail(broken)
     try:
-        parent = resolve_parent(context, catalog, name)  # a vendor lookup may call the store
-        return buildmod.build_image(catalog, name, parent, context.run.run_id, packer,
+        store = image_store.store()
+        parent = resolve_parent(context, catalog, name, store)  # a vendor lookup may call the store
+        return buildmod.build_image(catalog, name, parent, context.run.run_id, packer, store=store,
                                     pinned_refs=pinned_refs(context), log=context.log.info,
                                     run_finished=_run_finished(context.instance),
                                     recorded_refs=lambda image_id: recorded_git_refs(context.instance, name, image_id))
@@ -206,7 +206,7 @@ def _build(context: dg.AssetExecutionContext, catalog: Catalog, name: str, packe
         raise _fail(message, transient=exc.transient) from None
     except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
         # Dagster retries an interrupted step under a RetryPolicy; a cancel must end the build.
-        # Packer has been stopped and has cleaned up by now (PackerCli.run).
+        # Packer has been stopped and has cleaned up by now (PackerRun.wait).
         raise _fail(f"image {name!r}: build interrupted (run terminated); packer stopped and cleaned up") from None
 
 

@@ -2,12 +2,11 @@
 
 import dagster as dg
 
-from image_assets.orchestration.assets import image_assets
 from image_assets.catalog import Catalog
-from image_assets.channels import channel_jobs
+from image_assets.orchestration.assets import image_assets
 from image_assets.orchestration.executor import executor
-from image_assets.lifecycle import lifecycle_jobs, retention_schedule
-from image_assets.packer import PackerCli
+from image_assets.orchestration.jobs import channel_jobs, lifecycle_jobs, retention_schedule
+from image_assets.orchestration.resources import resources_for
 from image_assets.orchestration.sensors import image_sensors
 
 # A named job for every image (with its checks): what API clients launch (Dagster's GraphQL
@@ -23,7 +22,7 @@ def build_defs(catalog: Catalog) -> dg.Definitions:
         assets=image_assets(catalog),
         jobs=[build_job, revoke_job, retention_job, *channel_jobs(catalog)],
         schedules=[retention_schedule(retention_job)],
-        resources={"packer": PackerCli()},
+        resources=resources_for(catalog),
         executor=executor(),
         sensors=image_sensors(catalog),
     )

@@ -45,6 +45,7 @@ import dagster as dg
 
 from image_assets import gitrepos
 from image_assets.orchestration.assets import GIT_REFS_TAG, VENDOR_IMAGES_TAG, lookup_vendor
+from image_assets.orchestration.resources import ImageStore
 from image_assets.catalog import Catalog
 from image_assets.errors import StoreError
 
@@ -198,7 +199,8 @@ def evaluate_git_tags(catalog: Catalog, cursor_text: str | None, log) -> dg.Sens
     return dg.SensorResult(run_requests=[request], cursor=new_cursor(requests + 1))
 
 
-def evaluate_vendor_images(catalog: Catalog, cursor_text: str | None, log) -> dg.SensorResult:
+def evaluate_vendor_images(catalog: Catalog, connect, cursor_text: str | None, log) -> dg.SensorResult:
+    """`connect()`: the image store (the ImageStore resource's `store`)."""
     previous = _load_cursor(cursor_text)
     cursor = {name: image for name, image in previous.items() if name in catalog.images}
     baseline, changes = [], []  # changes: (vendor asset, previous id, new id)
@@ -206,7 +208,7 @@ def evaluate_vendor_images(catalog: Catalog, cursor_text: str | None, log) -> dg
         if not image.vendor:
             continue
         try:
-            image_id = lookup_vendor(catalog, name).id
+            image_id = lookup_vendor(catalog, name, connect()).id
         except (StoreError, RuntimeError) as exc:
             log.warning(f"vendor_image_sensor: no lookup for {name!r}: {exc}; skipped, its cursor entry is kept")
             continue
@@ -246,7 +248,7 @@ def image_sensors(catalog: Catalog) -> list[dg.SensorDefinition]:
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="A new vendor image rebuilds the vendor asset and its subtree. "
                            "The first evaluation records a baseline and requests nothing.")
-    def vendor_image_sensor(context: dg.SensorEvaluationContext):
-        return evaluate_vendor_images(catalog, context.cursor, context.log)
+    def vendor_image_sensor(context: dg.SensorEvaluationContext, image_store: ImageStore):
+        return evaluate_vendor_images(catalog, image_store.store, context.cursor, context.log)
 
     return [git_tag_sensor, vendor_image_sensor]

@@ -79,6 +79,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def where(self) -> str: ...
 
+    def in_region(self, region: str) -> Store:
+        """The same target's store in another region (where copies and their channels live)."""
+        return connect(self.target, region)
+
     @abc.abstractmethod
     def check_reachable(self) -> None:
         """Raise a transient StoreError when the store does not answer."""

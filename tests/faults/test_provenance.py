@@ -9,6 +9,7 @@ from faultkit import IMAGE, write_fault_catalog
 from image_assets import build as buildmod
 from image_assets.devtools import demo
 from image_assets.catalog import load_catalog
+from image_assets.orchestration import records
 
 
 def test_git_refs_tag_fits_the_limit_and_a_reused_image_reports_its_own_refs(docker_daemon, tmp_path, work_dir, instance, cloud):
@@ -86,8 +87,7 @@ def test_retention_and_reuse_never_cross_deployments(docker_daemon, tmp_path, wo
         materialize(catalog_a, team_a, selection=IMAGE)
         a_current = latest(team_a, IMAGE)["image_id"]
 
-        decisions = lifecycle.retention(catalog_a, cloud, lifecycle.current_images(catalog_a, team_a),
-                                        dry_run=False, record=lambda _: None)
+        decisions = lifecycle.retention(catalog_a, cloud, records.current_images(catalog_a, team_a), dry_run=False)
         assert {d.image_id for d in decisions if d.delete} == {a_old}
         assert b_current["image_id"] not in {d.image_id for d in decisions}
         assert cloud.get(a_old) is None

@@ -15,8 +15,8 @@ from conftest import PROJECT, materialize, sandbox_inventory, write_demo_catalog
 from faultkit import IMAGE, cli_env, run_cli
 
 from image_assets.orchestration.assets import image_assets
+from image_assets.orchestration.resources import resources_for
 from image_assets.catalog import load_catalog
-from image_assets.packer import PackerCli
 
 TEMPLATE = Path(__file__).resolve().parent / "secrets_template"
 
@@ -124,8 +124,9 @@ def test_secrets_leak_nowhere_in_success_and_failures(tmp_path, work_dir, monkey
         for key, value in env.items():
             patched.setenv(key, value)
         with dg.DagsterInstance.from_config(str(home)) as instance:
-            dg.materialize(image_assets(load_catalog(refused_catalog)), instance=instance,
-                           selection=dg.AssetSelection.checks_for_assets(IMAGE), resources={"packer": PackerCli()})
+            refused = load_catalog(refused_catalog)
+            dg.materialize(image_assets(refused), instance=instance,
+                           selection=dg.AssetSelection.checks_for_assets(IMAGE), resources=resources_for(refused))
     checks_out = capfd.readouterr()
 
     for proc in (ok, failed, refused):

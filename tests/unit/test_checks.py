@@ -6,6 +6,7 @@ from conftest import PROJECT
 
 from image_assets import checks, sandbox
 from image_assets.catalog import load_catalog
+from image_assets.orchestration import checks as dagster_checks
 from image_assets.orchestration.defs import build_defs
 
 CHECKS = {"exists_and_available", "tags_complete", "not_revoked", "template_valid", "up_to_date"}
@@ -23,7 +24,7 @@ def test_definitions_carry_the_checks_jobs_and_schedule_cheaply(demo_catalog, mo
     tested = {"global-linux", "python310", "service-urllib3", "service-sshd-banner"}
     assert {(k.asset_key.path[-1], k.name) for k in graph.asset_check_keys} == \
         {(n, c) for n in built for c in CHECKS} | {(n, c) for n in tested for c in ("image_tests", "compliance")}
-    specs = {s.name: s for s in checks.check_specs(demo_catalog, "python310")}
+    specs = {s.name: s for s in dagster_checks.check_specs(demo_catalog, "python310")}
     assert {n for n, s in specs.items() if s.blocking} == {"exists_and_available", "tags_complete", "not_revoked",
                                                           "image_tests", "compliance"}
     assert defs.resolve_job_def("revoke_image") and defs.resolve_job_def("image_retention")
