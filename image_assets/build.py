@@ -77,6 +77,26 @@ class Built:
         }
 
 
+@dataclass(frozen=True)
+class BuildRecord:
+    """What a materialization recorded of its image (Built.metadata()), as the checks read it.
+    A field is None when the record has no value for it (an older materialization)."""
+
+    image_id: str
+    image_version: str | None = None
+    parent_image_id: str | None = None
+    root_image_id: str | None = None
+    fingerprint: str | None = None
+    git_refs: dict[str, str] | None = None
+
+    @classmethod
+    def of(cls, meta: dict | None) -> BuildRecord | None:
+        if not meta or not meta.get("image_id"):
+            return None
+        return cls(meta["image_id"], meta.get("image_version"), meta.get("parent_image_id"), meta.get("root_image_id"),
+                   meta.get("fingerprint"), meta.get("git_refs") if "git_refs" in meta else None)
+
+
 def work_root(catalog: Catalog) -> Path:
     return Path(os.environ.get(WORK_ROOT_ENV) or catalog.root_dir / ".work")
 

@@ -105,7 +105,7 @@ def _result(name: str, check: str, passed: bool, description: str, warn: bool = 
     return CheckResult(name, check, passed, description, warn, metadata)
 
 
-# --- the checks, as plain functions of (catalog, name, metadata, image) ----------------------
+# --- the checks, as plain functions of (catalog, name, build record, image) --------------------
 
 
 def exists_and_available(name: str, image_id: str, image: ImageRecord | None, where: str) -> CheckResult:
@@ -115,13 +115,13 @@ def exists_and_available(name: str, image_id: str, image: ImageRecord | None, wh
                    image_id=image_id, state=image.state)
 
 
-def expected_tags(catalog: Catalog, name: str, meta: dict) -> dict[str, str | None]:
+def expected_tags(catalog: Catalog, name: str, built: buildmod.BuildRecord) -> dict[str, str | None]:
     """Tag -> the value the materialization implies (None: must be present, value not recorded)."""
     return {
         "ManagedBy": MANAGED_BY, "Deployment": catalog.deployment, "ImageName": name,
         "ImageLayer": catalog.images[name].layer.value,
-        "ImageVersion": meta.get("image_version"), "ParentImageId": meta.get("parent_image_id"),
-        "RootImageId": meta.get("root_image_id"), "Fingerprint": meta.get("fingerprint"),
+        "ImageVersion": built.image_version, "ParentImageId": built.parent_image_id,
+        "RootImageId": built.root_image_id, "Fingerprint": built.fingerprint,
         "GitRefs": None, "DagsterRunId": None,  # a reused image keeps the run and tag names of its build
     }
 
@@ -131,18 +131,18 @@ def _commits_from_tag(value: str) -> dict[str, str]:
     return {repo: ref.rpartition("@")[2] for repo, ref in pairs}
 
 
-def tags_complete(catalog: Catalog, name: str, meta: dict, image: ImageRecord | None) -> CheckResult:
+def tags_complete(catalog: Catalog, name: str, built: buildmod.BuildRecord, image: ImageRecord | None) -> CheckResult:
     if image is None:
-        return _result(name, TAGS, False, f"image {meta['image_id']} does not exist: no tags to check")
+        return _result(name, TAGS, False, f"image {built.image_id} does not exist: no tags to check")
     tags = image.tags
     missing = [k for k in REQUIRED_TAGS if not tags.get(k)]
     wrong = {k: f"tag {tags[k]!r} != materialization {want!r}"
-             for k, want in expected_tags(catalog, name, meta).items()
+             for k, want in expected_tags(catalog, name, built).items()
              if want is not None and tags.get(k) and tags[k] != want}
     # git refs: the commits must match (tag names may differ); a digest tag must match exactly.
-    meta_refs = meta.get("git_refs") or {}
+    meta_refs = built.git_refs or {}
     meta_commits = {repo: str(ref).rpartition("@")[2] for repo, ref in meta_refs.items()}
-    if tags.get("GitRefs") and "git_refs" in meta:
+    if tags.get("GitRefs") and built.git_refs is not None:
         own = buildmod.git_refs_from_tag(tags["GitRefs"])
         if (own is None and tags["GitRefs"] != buildmod.git_refs_tag(meta_refs)) or \
                 (own is not None and _commits_from_tag(tags["GitRefs"]) != meta_commits):
@@ -242,18 +242,18 @@ def image_tests(catalog: Catalog, name: str, image_id: str, store: Store) -> Che
                    results=results)
 
 
-def compliance(catalog: Catalog, name: str, meta: dict, store: Store, report_dir: Path) -> CheckResult:
-    why = store.cannot_export or store.no_machine(meta["image_id"])
+def compliance(catalog: Catalog, name: str, built: buildmod.BuildRecord, store: Store, report_dir: Path) -> CheckResult:
+    why = store.cannot_export or store.no_machine(built.image_id)
     if why:
         return _not_run(name, COMPLIANCE, store, why)
     declared_by, policy = catalog.compliance(name)
     tailoring = catalog.tailoring_path(name)
-    parent_id = meta.get("parent_image_id")
+    parent_id = built.parent_image_id
     try:
-        own = scan.scan_image(store, meta["image_id"], policy.profile, tailoring, report_dir=report_dir)
+        own = scan.scan_image(store, built.image_id, policy.profile, tailoring, report_dir=report_dir)
         parent = scan.scan_image(store, parent_id, policy.profile, tailoring, report_dir=report_dir) if parent_id else None
     except (StoreError, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-        return _result(name, COMPLIANCE, False, f"OpenSCAP scan of {meta['image_id']} failed: {exc}")
+        return _result(name, COMPLIANCE, False, f"OpenSCAP scan of {built.image_id} failed: {exc}")
     # A layer never undoes hardening: every rule the parent passes must still pass.
     undone_ids = sorted(r for r, v in (parent.rules if parent else {}).items() if v == "pass" and own.rules.get(r) != "pass")
     undone = [r.split("_rule_")[-1] for r in undone_ids]
@@ -367,14 +367,14 @@ def _cached_validation(catalog: Catalog, key: str, validate) -> tuple[list[dict]
     return steps, findings
 
 
-def template_valid(cli: PackerCli, catalog: Catalog, name: str, meta: dict | None = None) -> CheckResult:
+def template_valid(cli: PackerCli, catalog: Catalog, name: str, built: buildmod.BuildRecord | None = None) -> CheckResult:
     """packer's checks and the template contract (template_check) on the image's template, with
-    its input repos (a repo template too) at the refs the image was built from (meta's git_refs;
+    its input repos (a repo template too) at the refs the image was built from (the build record's git_refs;
     the newest tags when no build is recorded)."""
     image = catalog.images[name]
     repo, path = catalog.template_ref(name)
     try:
-        recorded = (meta or {}).get("git_refs") or {}
+        recorded = (built.git_refs if built else None) or {}
         refs = buildmod.resolve_refs(catalog, name, recorded)
         where = f"{repo}:{path} at {refs[repo]}" if repo else str(catalog.template_dir(name))
         if set(refs) - set(recorded):
@@ -409,27 +409,27 @@ def template_valid(cli: PackerCli, catalog: Catalog, name: str, meta: dict | Non
 # --- evaluation ----------------------------------------------------------------------------
 
 
-def evaluate(catalog: Catalog, name: str, selected: set[str], packer: PackerCli, meta: dict | None,
+def evaluate(catalog: Catalog, name: str, selected: set[str], packer: PackerCli, built: buildmod.BuildRecord | None,
              connect: Callable[[], Store], current: dict[str, str | None], report_dir: Path,
              chain: list[lineage.Link] | None = None, record: ImageRecord | None = None) -> Iterator[CheckResult]:
-    """Results of the selected checks for the asset's current image (`meta`: the build just made or
-    the latest materialization; `chain` and `record`: the lineage and the image the build read
+    """Results of the selected checks for the asset's current image (`built`: the build just made or
+    the latest materialization, None when there is none; `chain` and `record`: the lineage and the image the build read
     moments ago). `connect()` gives the image store, when a check needs it; `current`: each
     ancestor asset's current image id (read for up_to_date)."""
     if TEMPLATE in selected:
         try:
             resolve_binary(packer.binary)
-            yield template_valid(packer, catalog, name, meta)
+            yield template_valid(packer, catalog, name, built)
         except PackerError as exc:
             yield _result(name, TEMPLATE, False, str(exc))
     store_checks = [c for c in image_checks(catalog, name) if c in selected and c != TEMPLATE]
     if not store_checks:
         return
-    if not meta or not meta.get("image_id"):
+    if built is None:
         for check in store_checks:
             yield _result(name, check, False, f"asset {name!r} has no materialization in this Dagster instance")
         return
-    image_id = meta["image_id"]
+    image_id = built.image_id
     try:
         store = connect()
         image = record or store.get(image_id)
@@ -440,7 +440,7 @@ def evaluate(catalog: Catalog, name: str, selected: set[str], packer: PackerCli,
     if EXISTS in selected:
         yield exists_and_available(name, image_id, image, store.where)
     if TAGS in selected:
-        yield tags_complete(catalog, name, meta, image)
+        yield tags_complete(catalog, name, built, image)
     if NOT_REVOKED in selected:
         yield not_revoked(name, image_id, image)
     if UP_TO_DATE in selected:
@@ -452,4 +452,4 @@ def evaluate(catalog: Catalog, name: str, selected: set[str], packer: PackerCli,
     if IMAGE_TESTS in selected:
         yield image_tests(catalog, name, image_id, store)
     if COMPLIANCE in selected:
-        yield compliance(catalog, name, meta, store, report_dir)
+        yield compliance(catalog, name, built, store, report_dir)

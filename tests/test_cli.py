@@ -58,7 +58,7 @@ def test_outdated_table_after_a_vendor_release(tmp_path, work_dir, instance):
     assert "global-windows" not in rows and "service-iis" not in rows
 
 
-def test_docs_debian_vendor_release_as_written(tmp_path, work_dir, instance, sandbox_session):
+def test_docs_debian_vendor_release_as_written(tmp_path, work_dir, instance, docker_daemon, sandbox_session):
     """docs/targets.md's vendor release on the demo catalog as shipped (Debian 11): publish-vendor, then
     the sensor preview with the old id as cursor names the Linux tree; the release runs as the image it
     replaces (the same container image behind it)."""

@@ -21,7 +21,7 @@ def git(*args, cwd=None) -> str:
 
 
 def evaluate(defs, instance, cursor, sensor="git_tag_sensor"):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
     result = defs.resolve_sensor_def(sensor).evaluate_tick(context)
     return result.run_requests, result.cursor
 

@@ -90,7 +90,7 @@ def serve(tmp_path, port, name, images):
 
 
 def tick(defs, instance, cursor):
-    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    ctx = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
     return defs.resolve_sensor_def("vendor_image_sensor").evaluate_tick(ctx)
 
 

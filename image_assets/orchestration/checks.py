@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from image_assets import build as buildmod
 from image_assets import checks, lineage, scan
 from image_assets.catalog import Catalog
 from image_assets.orchestration.records import latest_metadata, latest_metadata_of
@@ -39,10 +40,10 @@ def results(catalog: Catalog, name: str, instance: dg.DagsterInstance, selected:
             record: ImageRecord | None = None) -> Iterator[checks.CheckResult]:
     """The selected checks on the image just built (`metadata`), else on the asset's latest
     materialization, with what they read from the instance."""
-    meta = metadata or latest_metadata(instance, name)
+    built = buildmod.BuildRecord.of(metadata or latest_metadata(instance, name))
     current = {}
     if checks.UP_TO_DATE in selected:  # one storage query, only when asked
         current = {n: (m or {}).get("image_id") for n, m in latest_metadata_of(instance, catalog.chain(name)[1:]).items()}
-    yield from checks.evaluate(catalog, name, selected, packer, meta, connect, current,
+    yield from checks.evaluate(catalog, name, selected, packer, built, connect, current,
                                scan.instance_report_dir(instance.root_directory), chain, record)
 
