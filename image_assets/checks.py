@@ -16,6 +16,8 @@ Each check is a plain function returning a CheckResult; orchestration/checks.py 
 on the assets and turns results into Dagster's.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 import json
@@ -32,7 +34,7 @@ from image_assets import build as buildmod
 from image_assets import channels as channelsmod
 from image_assets import gitrepos, lineage, scan, template_check, templates
 from image_assets import secrets as secretsmod
-from image_assets.catalog import Catalog
+from image_assets.catalog import Catalog, Compliance
 from image_assets.errors import StoreError
 from image_assets.stores import MANAGED_BY, ImageRecord, Store
 from image_assets.packer import PackerCli, PackerError, Redactor, resolve_binary
@@ -105,7 +107,30 @@ def _result(name: str, check: str, passed: bool, description: str, warn: bool = 
     return CheckResult(name, check, passed, description, warn, metadata)
 
 
-# --- the checks, as plain functions of (catalog, name, build record, image) --------------------
+@dataclass(frozen=True)
+class Subject:
+    """One built image as its own checks read it (tags, image tests, compliance), resolved from
+    the catalog once: what it inherits from its ancestors is already folded in."""
+
+    name: str
+    layer: str
+    parent: str
+    deployment: str
+    tests: tuple[tuple[str, str], ...]  # (the image that declares it, command), root first
+    masked: tuple[str, ...]  # values test output must not show (secrets and sensitive variables of those images)
+    compliance: tuple[str, Compliance] | None  # (the image that declares it, its policy)
+    tailoring: Path | None
+
+    @classmethod
+    def of(cls, catalog: Catalog, name: str) -> Subject:
+        image = catalog.images[name]
+        tests = tuple(image_tests_of(catalog, name))
+        return cls(name, image.layer.value, image.parent or "", catalog.deployment, tests,
+                   _masked(catalog, sorted({declared_on for declared_on, _ in tests})),
+                   catalog.compliance(name), catalog.tailoring_path(name))
+
+
+# --- the checks, as plain functions of (subject or catalog, build record, image) --------------
 
 
 def exists_and_available(name: str, image_id: str, image: ImageRecord | None, where: str) -> CheckResult:
@@ -115,11 +140,11 @@ def exists_and_available(name: str, image_id: str, image: ImageRecord | None, wh
                    image_id=image_id, state=image.state)
 
 
-def expected_tags(catalog: Catalog, name: str, built: buildmod.BuildRecord) -> dict[str, str | None]:
+def expected_tags(subject: Subject, built: buildmod.BuildRecord) -> dict[str, str | None]:
     """Tag -> the value the materialization implies (None: must be present, value not recorded)."""
     return {
-        "ManagedBy": MANAGED_BY, "Deployment": catalog.deployment, "ImageName": name,
-        "ImageLayer": catalog.images[name].layer.value,
+        "ManagedBy": MANAGED_BY, "Deployment": subject.deployment, "ImageName": subject.name,
+        "ImageLayer": subject.layer,
         "ImageVersion": built.image_version, "ParentImageId": built.parent_image_id,
         "RootImageId": built.root_image_id, "Fingerprint": built.fingerprint,
         "GitRefs": None, "DagsterRunId": None,  # a reused image keeps the run and tag names of its build
@@ -131,13 +156,14 @@ def _commits_from_tag(value: str) -> dict[str, str]:
     return {repo: ref.rpartition("@")[2] for repo, ref in pairs}
 
 
-def tags_complete(catalog: Catalog, name: str, built: buildmod.BuildRecord, image: ImageRecord | None) -> CheckResult:
+def tags_complete(subject: Subject, built: buildmod.BuildRecord, image: ImageRecord | None) -> CheckResult:
+    name = subject.name
     if image is None:
         return _result(name, TAGS, False, f"image {built.image_id} does not exist: no tags to check")
     tags = image.tags
     missing = [k for k in REQUIRED_TAGS if not tags.get(k)]
     wrong = {k: f"tag {tags[k]!r} != materialization {want!r}"
-             for k, want in expected_tags(catalog, name, built).items()
+             for k, want in expected_tags(subject, built).items()
              if want is not None and tags.get(k) and tags[k] != want}
     # git refs: the commits must match (tag names may differ); a digest tag must match exactly.
     meta_refs = built.git_refs or {}
@@ -196,9 +222,9 @@ def _not_run(name: str, check: str, store: Store, why: str, what: str = "", **me
                    warn=True, status="not run", **metadata)
 
 
-def _masker(catalog: Catalog, names: list[str]) -> Redactor:
-    """Masks what the images' builds were given as secret: their secrets (from the environment,
-    when set here), sensitive catalog variables and cloud credentials."""
+def _masked(catalog: Catalog, names: list[str]) -> tuple[str, ...]:
+    """What the images' builds were given as secret: their secrets (from the environment, when
+    set here), sensitive catalog variables and cloud credentials."""
     values = []
     for name in names:
         image = catalog.images[name]
@@ -209,12 +235,12 @@ def _masker(catalog: Catalog, names: list[str]) -> Redactor:
             declared = {}
         values += secretsmod.sensitive_variables(name, image, declared).values
         values += [os.environ[s.env] for s in image.secrets.values() if os.environ.get(s.env)]
-    return Redactor(values)
+    return tuple(values)
 
 
-def image_tests(catalog: Catalog, name: str, image_id: str, store: Store) -> CheckResult:
-    tests = image_tests_of(catalog, name)
-    redact = _masker(catalog, sorted({image for image, _ in tests}))
+def image_tests(subject: Subject, image_id: str, store: Store) -> CheckResult:
+    name, tests = subject.name, subject.tests
+    redact = Redactor(list(subject.masked))
     declared = [{"declared_on": image, "command": redact(command)} for image, command in tests]
     per_image = Counter(image for image, _ in tests)  # in chain order, root first
     what = f"{len(tests)} image test(s) (declared on " + ", ".join(f"{image!r}: {n}" for image, n in per_image.items()) + ")"
@@ -242,12 +268,13 @@ def image_tests(catalog: Catalog, name: str, image_id: str, store: Store) -> Che
                    results=results)
 
 
-def compliance(catalog: Catalog, name: str, built: buildmod.BuildRecord, store: Store, report_dir: Path) -> CheckResult:
+def compliance(subject: Subject, built: buildmod.BuildRecord, store: Store, report_dir: Path) -> CheckResult:
+    name = subject.name
     why = store.cannot_export or store.no_machine(built.image_id)
     if why:
         return _not_run(name, COMPLIANCE, store, why)
-    declared_by, policy = catalog.compliance(name)
-    tailoring = catalog.tailoring_path(name)
+    declared_by, policy = subject.compliance
+    tailoring = subject.tailoring
     parent_id = built.parent_image_id
     try:
         own = scan.scan_image(store, built.image_id, policy.profile, tailoring, report_dir=report_dir)
@@ -261,7 +288,7 @@ def compliance(catalog: Catalog, name: str, built: buildmod.BuildRecord, store: 
     if own.ratio < policy.min_pass_ratio:
         problems.append(f"pass ratio {own.ratio:.2f} is under the floor {policy.min_pass_ratio:.2f}")
     if undone:
-        problems.append(f"{len(undone)} rule(s) its parent {catalog.images[name].parent!r} passes now fail: "
+        problems.append(f"{len(undone)} rule(s) its parent {subject.parent!r} passes now fail: "
                         + ", ".join(undone))
         # The SSG sshd rules read sshd_config alone: say where sshd may read the keyword first.
         problems += scan.drop_in_notes(own, undone_ids)
@@ -439,8 +466,9 @@ def evaluate(catalog: Catalog, name: str, selected: set[str], packer: PackerCli,
         return
     if EXISTS in selected:
         yield exists_and_available(name, image_id, image, store.where)
+    subject = Subject.of(catalog, name)
     if TAGS in selected:
-        yield tags_complete(catalog, name, built, image)
+        yield tags_complete(subject, built, image)
     if NOT_REVOKED in selected:
         yield not_revoked(name, image_id, image)
     if UP_TO_DATE in selected:
@@ -450,6 +478,6 @@ def evaluate(catalog: Catalog, name: str, selected: set[str], packer: PackerCli,
         except (lineage.LineageError, StoreError) as exc:
             yield _result(name, UP_TO_DATE, False, str(exc), warn=True)
     if IMAGE_TESTS in selected:
-        yield image_tests(catalog, name, image_id, store)
+        yield image_tests(subject, image_id, store)
     if COMPLIANCE in selected:
-        yield compliance(catalog, name, built, store, report_dir)
+        yield compliance(subject, built, store, report_dir)
