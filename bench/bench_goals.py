@@ -85,7 +85,8 @@ class Bench:
     def __init__(self, tmp: Path):
         self.tmp = tmp
         self.log = tmp / "packer-builds.log"
-        wrapper = tmp / "packer"
+        wrapper = tmp / "bin" / "packer"  # not tmp/packer: catalogs written in tmp copy their content to tmp/packer/
+        wrapper.parent.mkdir()
         wrapper.write_text(WRAPPER.format(packer=shutil.which(os.environ.get("IMAGE_ASSETS_PACKER", "packer"))))
         wrapper.chmod(0o755)
         os.environ.update({"IMAGE_ASSETS_PACKER": str(wrapper), "BENCH_PACKER_LOG": str(self.log),
