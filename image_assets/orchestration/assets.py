@@ -13,6 +13,7 @@ from image_assets.catalog import Catalog, gc_paused
 from image_assets.errors import ImageAssetsError, StoreError
 from image_assets.orchestration import checks as dagster_checks
 from image_assets.orchestration.executor import PACKER_POOL
+from image_assets.orchestration.failures import failure
 from image_assets.orchestration.records import built_metadata, latest_metadata, move_observation, recorded_git_refs
 from image_assets.orchestration.resources import ImageStore, PackerResource
 
@@ -54,10 +55,6 @@ def shared_signature(fn):
     return fn
 
 
-def _fail(message: str, transient: bool = False) -> dg.Failure:
-    return dg.Failure(description=message, allow_retries=transient)
-
-
 def resolve_parent(context: dg.AssetExecutionContext, catalog: Catalog, name: str, store: stores.Store) -> buildmod.Parent:
     """The parent's current image: its latest materialization, or a vendor lookup if never pinned."""
     parent = catalog.images[name].parent
@@ -68,7 +65,7 @@ def resolve_parent(context: dg.AssetExecutionContext, catalog: Catalog, name: st
     if catalog.images[parent].vendor:
         image = lookup_vendor(catalog, parent, store)
         return buildmod.Parent(image.id, image.id)
-    raise _fail(f"image {name!r}: parent asset {parent!r} has never been materialized; "
+    raise failure(f"image {name!r}: parent asset {parent!r} has never been materialized; "
                 f"build it first: dagster asset materialize -m definitions --select '{parent}*'")
 
 
@@ -100,7 +97,7 @@ def vendor_asset(catalog: Catalog, name: str) -> dg.AssetsDefinition:
             else:
                 image = lookup_vendor(catalog, name, store)
         except StoreError as exc:
-            raise _fail(str(exc), transient=exc.transient) from None
+            raise failure(exc) from None
         context.log.info(f"{name}: {'pinned' if pinned else 'newest'} vendor image is {image.id} ({image.name})")
         return dg.MaterializeResult(
             metadata={"image_id": image.id, "region": catalog.defaults.region,
@@ -185,7 +182,7 @@ def _release(context: dg.AssetExecutionContext, catalog: Catalog, name: str, bui
             published[f"{store.region}/{channels.LATEST}"] = image_id
             moves += [move] if move else []
     except StoreError as exc:  # a failed copy is transient: the retry reuses the build and finished copies
-        raise _fail(f"image {name!r}: releasing {built.image_id}: {exc}", transient=exc.transient) from None
+        raise failure(f"image {name!r}: releasing {built.image_id}: {exc}", transient=exc.transient) from None
     return published, copies, moves
 
 
@@ -193,7 +190,7 @@ def _build(context: dg.AssetExecutionContext, catalog: Catalog, name: str, packe
            image_store: ImageStore) -> buildmod.Built:
     broken = catalog.template_error(name)  # its template, or an ancestor's, does not parse: no cloud or packer work
     if broken:
-        raise _fail(broken)
+        raise failure(broken)
     try:
         store = image_store.store()
         parent = resolve_parent(context, catalog, name, store)  # a vendor lookup may call the store
@@ -203,11 +200,11 @@ def _build(context: dg.AssetExecutionContext, catalog: Catalog, name: str, packe
                                     recorded_refs=lambda image_id: recorded_git_refs(context.instance, name, image_id))
     except ImageAssetsError as exc:  # one mapping: the error's own `transient` decides a retry
         message = str(exc) if f"image {name!r}" in str(exc) else f"image {name!r}: {exc}"
-        raise _fail(message, transient=exc.transient) from None
+        raise failure(message, transient=exc.transient) from None
     except (dg.DagsterExecutionInterruptedError, KeyboardInterrupt):
         # Dagster retries an interrupted step under a RetryPolicy; a cancel must end the build.
         # Packer has been stopped and has cleaned up by now (PackerRun.wait).
-        raise _fail(f"image {name!r}: build interrupted (run terminated); packer stopped and cleaned up") from None
+        raise failure(f"image {name!r}: build interrupted (run terminated); packer stopped and cleaned up") from None
 
 
 def image_assets(catalog: Catalog) -> list[dg.AssetsDefinition]:

@@ -5,6 +5,7 @@ import dagster as dg
 from image_assets import channels, lifecycle
 from image_assets.catalog import Catalog
 from image_assets.errors import ImageAssetsError
+from image_assets.orchestration.failures import failure
 from image_assets.orchestration.records import (current_images, deletion_observation, move_observation,
                                                 revocation_observation)
 from image_assets.orchestration.resources import ImageStore
@@ -30,10 +31,6 @@ class RollbackConfig(dg.Config):
     channel: str = "stable"
 
 
-def _failure(exc: ImageAssetsError) -> dg.Failure:
-    return dg.Failure(description=str(exc))
-
-
 def lifecycle_jobs(catalog: Catalog) -> list[dg.JobDefinition]:
     @dg.op(name="revoke_image_and_descendants")
     def revoke_op(context: dg.OpExecutionContext, config: RevokeConfig, image_store: ImageStore) -> None:
@@ -41,7 +38,7 @@ def lifecycle_jobs(catalog: Catalog) -> list[dg.JobDefinition]:
             entries = lifecycle.revoke(image_store.store(), config.image_id, config.reason, catalog=catalog,
                                        by=channels.who(context.run.tags))
         except ImageAssetsError as exc:
-            raise _failure(exc) from None
+            raise failure(exc) from None
         for entry in entries:
             if entry.already:
                 context.log.info(f"{entry.image_id} ({entry.name}) was already revoked: {entry.tag}")
@@ -58,7 +55,7 @@ def lifecycle_jobs(catalog: Catalog) -> list[dg.JobDefinition]:
             decisions = lifecycle.retention(catalog, image_store.store(), current_images(catalog, context.instance),
                                             config.dry_run)
         except ImageAssetsError as exc:
-            raise _failure(exc) from None
+            raise failure(exc) from None
         verb = "would delete" if config.dry_run else "deleted"
         for d in decisions:
             context.log.info(f"{verb if d.delete else 'keep'} {d.image_id} ({d.name}, {d.created}): {d.reason}")
@@ -97,7 +94,7 @@ def channel_jobs(catalog: Catalog) -> list[dg.JobDefinition]:
                 context.log.info(str(move))
                 context.log_event(move_observation(move))
         except ImageAssetsError as exc:
-            raise _failure(exc) from None
+            raise failure(exc) from None
 
     @dg.op(name="promote_channel")
     def promote_op(context: dg.OpExecutionContext, config: PromoteConfig, image_store: ImageStore) -> None:
