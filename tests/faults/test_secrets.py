@@ -124,9 +124,9 @@ def test_secrets_leak_nowhere_in_success_and_failures(tmp_path, work_dir, monkey
         for key, value in env.items():
             patched.setenv(key, value)
         with dg.DagsterInstance.from_config(str(home)) as instance:
-            refused = load_catalog(refused_catalog)
-            dg.materialize(image_assets(refused), instance=instance,
-                           selection=dg.AssetSelection.checks_for_assets(IMAGE), resources=resources_for(refused))
+            loaded = load_catalog(refused_catalog)
+            dg.materialize(image_assets(loaded), instance=instance,
+                           selection=dg.AssetSelection.checks_for_assets(IMAGE), resources=resources_for(loaded))
     checks_out = capfd.readouterr()
 
     for proc in (ok, failed, refused):
