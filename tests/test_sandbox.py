@@ -12,7 +12,11 @@ from pathlib import Path
 import boto3
 import pytest
 
+from conftest import PROJECT
 from image_assets import sandbox
+from image_assets.catalog import load_catalog
+from image_assets.errors import StoreError
+from image_assets.stores.ec2 import Ec2Store
 
 CLI = [sys.executable, "-m", "image_assets.sandbox"]
 
@@ -153,6 +157,28 @@ def test_extra_env_serves_own_vendor_images(port, tmp_path):
     }]))
     sandbox.start(port, extra_env={"MOTO_AMIS_PATH": str(amis)})
     assert vendor_al2023(ec2(port)) == "ami-0123456789abcdef0"
+
+
+def test_a_sandbox_started_without_docker_says_how_to_serve_debian(port, tmp_path, monkeypatch, docker_daemon):
+    # The server's docker does not answer (as on a machine where no daemon runs yet): it serves no
+    # Debian AMIs, and the demo catalog's vendor look-up says what to do, not only what is missing.
+    no_docker = tmp_path / "docker"
+    no_docker.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
+    no_docker.chmod(0o755)
+    sandbox.start(port, extra_env={"IMAGE_ASSETS_DOCKER": str(no_docker)})
+    assert "no Debian AMIs served: docker is unavailable" in Path(sandbox.status(port)["log"]).read_text()
+    monkeypatch.setenv("IMAGE_ASSETS_SANDBOX_PORT", str(port))
+    debian = load_catalog(PROJECT / "images.yaml").images["debian-11"].vendor
+    with pytest.raises(StoreError) as raised:
+        Ec2Store("sandbox", "us-east-1").newest_vendor_image(debian)
+    assert "matches owners=['136693071363'] name='debian-11-amd64-*'" in str(raised.value)
+    assert "python -m image_assets.dockerd start, then python -m image_assets.sandbox stop and start" in str(raised.value)
+
+    # `start` as bin/demo runs it, once docker answers: the sandbox restarts and serves Debian.
+    started = cli("start", port=port)
+    assert started.returncode == 0 and "serves no Debian AMIs" in started.stdout, started.stdout + started.stderr
+    assert Ec2Store("sandbox", "us-east-1").newest_vendor_image(debian).name.startswith("debian-11-amd64-")
+    assert "serves no Debian AMIs" not in cli("start", port=port).stdout  # running with Debian: left alone
 
 
 def test_start_failure_quotes_the_log(port, tmp_path):

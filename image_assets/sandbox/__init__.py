@@ -342,6 +342,18 @@ def _publish_vendor(name: str | None, catalog_path: str | None, p: int) -> int:
     return 0
 
 
+def _without_debian(p: int) -> bool:
+    """A running server that backs no AMI by a container while docker now answers and holds the
+    sandbox's Debian images: it started before docker did."""
+    from image_assets import dockerd
+    from image_assets.sandbox import images as sandbox_images
+    from image_assets.sandbox import instances as sandbox_instances
+
+    if sandbox_instances.read_backing(p) or not dockerd.is_running():
+        return False
+    return any(dockerd.image_id(ref) for _suite, ref in sandbox_images.IMAGES.values())
+
+
 def status(port: int | None = None) -> dict:
     from image_assets.sandbox import state as sandbox_state  # reads the state file only
 
@@ -375,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
         return _publish_vendor(args.image, args.catalog, p)
     if args.command == "start":
         try:
+            if is_running(p) and _without_debian(p):
+                print(f"sandbox on port {p} serves no Debian AMIs (docker did not answer when it started) and "
+                      "docker answers now: restarting it (it keeps the images it built)")
+                stop(p)
             start(p)
         except RuntimeError as e:
             print(f"sandbox: failed to start: {e}", file=sys.stderr)

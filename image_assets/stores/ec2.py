@@ -16,6 +16,7 @@ import botocore.exceptions
 from botocore.config import Config
 
 from image_assets import sandbox
+from image_assets.sandbox import images as sandbox_images
 from image_assets.sandbox import instances as sandbox_instances
 from image_assets.sandbox import ssm as sandbox_ssm
 from image_assets.errors import TRANSIENT_AWS_CODES, StoreError
@@ -267,7 +268,12 @@ class Ec2Store(Store):
         owners, name = query.owners, query.name
         images = self._images(Owners=owners, Filters=[{"Name": "name", "Values": [name]}, {"Name": "state", "Values": ["available"]}])
         if not images:
-            raise StoreError(f"no image in {self.where} matches owners={owners} name={name!r}")
+            hint = ""
+            if self.target == "sandbox" and sandbox_images.DEBIAN_OWNER in owners:
+                hint = ("; the sandbox serves Debian's AMIs only when docker answered as it started (its instances "
+                        "are containers): python -m image_assets.dockerd start, then python -m image_assets.sandbox "
+                        "stop and start (it keeps the images it built)")
+            raise StoreError(f"no image in {self.where} matches owners={owners} name={name!r}{hint}")
         return record(max(images, key=lambda i: (i.get("CreationDate", ""), i.get("Name", ""))))
 
     def get(self, image_id: str) -> ImageRecord | None:
