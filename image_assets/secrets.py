@@ -52,7 +52,8 @@ class Secrets:
 
 
 def for_image(name: str, image, declared: Mapping, environ: Mapping[str, str] = os.environ) -> Secrets:
-    """The secrets of one image's build: `image` is the catalog entry, `declared` the template's
+    """The secrets of one image's build: `image` is the catalog entry or the build's Resolved
+    (whatever has its `secrets` and `variables`), `declared` the template's
     variables (templates.declared_variables)."""
     out = sensitive_variables(name, image, declared, environ)
     for var, secret in image.secrets.items():

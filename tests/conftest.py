@@ -13,7 +13,6 @@ import yaml
 
 from image_assets import dockerd, sandbox
 from image_assets.devtools import demo
-from image_assets.sandbox import instances as sandbox_instances
 from image_assets.catalog import load_catalog
 from image_assets.orchestration.assets import image_assets
 from image_assets.orchestration.resources import resources_for
@@ -81,7 +80,7 @@ def docker_daemon(session_env):
         started = dockerd.start()
     except dockerd.DockerUnavailable as exc:
         unavailable(f"docker cannot run on this machine: {exc}")
-    if started and sandbox.is_running() and not sandbox_instances.read_backing(sandbox.port()):
+    if started and sandbox.is_running() and sandbox.without_debian(sandbox.port()):
         # The session's sandbox started before docker answered, so it serves no Debian AMIs: restart it
         # (it keeps the images it built).
         sandbox.stop()

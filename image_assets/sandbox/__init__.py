@@ -342,7 +342,7 @@ def _publish_vendor(name: str | None, catalog_path: str | None, p: int) -> int:
     return 0
 
 
-def _without_debian(p: int) -> bool:
+def without_debian(p: int) -> bool:
     """A running server that backs no AMI by a container while docker now answers and holds the
     sandbox's Debian images: it started before docker did."""
     from image_assets import dockerd
@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         return _publish_vendor(args.image, args.catalog, p)
     if args.command == "start":
         try:
-            if is_running(p) and _without_debian(p):
+            if is_running(p) and without_debian(p):
                 print(f"sandbox on port {p} serves no Debian AMIs (docker did not answer when it started) and "
                       "docker answers now: restarting it (it keeps the images it built)")
                 stop(p)
